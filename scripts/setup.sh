@@ -23,7 +23,7 @@ fi
 REQ_HASH=$(cat requirements/*.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$VENV/.requirements.sha" 2>/dev/null)" != "$REQ_HASH" ]; then
   echo "setup: installing Python packages (ROS 2 Jazzy wheels, torch CPU, transformers, ...)"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip "setuptools<80" wheel
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements/ros.txt -r requirements/python.txt
   echo "$REQ_HASH" > "$VENV/.requirements.sha"
 fi
@@ -37,7 +37,7 @@ fi
 # (no root, nothing outside the checkout touched). Idempotent: once rewritten, grep finds nothing.
 PYINC=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 NPINC=$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')
-grep -rl --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" 2>/dev/null \
+{ grep -rl --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" 2>/dev/null || true; } \
   | xargs -r sed -i \
       -e "s#/opt/python/cp311-cp311/include/python3.11#${PYINC}#g" \
       -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#${NPINC}#g"
