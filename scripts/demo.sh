@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# `make demo`: real perception end to end on the embedded reference model (see tools/demo.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. ./env.sh
+export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( ($$ % 100) + 100 ))}"
+exec python -m step_perception.tools.demo "$@"
