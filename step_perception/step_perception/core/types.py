@@ -116,6 +116,8 @@ class PreparedImage:
     width: int  # [px] sent width
     height: int  # [px] sent height
     transform: ImageTransform  # sent px -> source px
+    source_width: int = 0  # [px] decoded source width (0 = unknown)
+    source_height: int = 0  # [px] decoded source height (0 = unknown)
 
     @property
     def sha256(self) -> str:
@@ -123,7 +125,7 @@ class PreparedImage:
         return hashlib.sha256(self.data).hexdigest()
 
     def data_url(self) -> str:
-        """The image as a base64 ``data:`` URL for an OpenAI ``image_url`` part."""
+        """Return the image as a base64 ``data:`` URL for an OpenAI ``image_url`` part."""
         return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
 
 
@@ -198,18 +200,22 @@ class Box2D:
 
     @property
     def width(self) -> float:
+        """Width [px] (x2 - x1)."""
         return self.x2 - self.x1
 
     @property
     def height(self) -> float:
+        """Height [px] (y2 - y1)."""
         return self.y2 - self.y1
 
     @property
     def center(self) -> tuple[float, float]:
+        """Centre (x, y) [px]."""
         return (self.x1 + self.x2) / 2.0, (self.y1 + self.y2) / 2.0
 
     @property
     def area(self) -> float:
+        """Area [px²], 0 for an inverted box."""
         return max(0.0, self.width) * max(0.0, self.height)
 
     def iou(self, other: Box2D) -> float:
@@ -231,6 +237,7 @@ class Point3:
     z: float
 
     def distance(self, other: Point3) -> float:
+        """Euclidean distance [m] to ``other``."""
         return math.dist((self.x, self.y, self.z), (other.x, other.y, other.z))
 
 
@@ -280,7 +287,7 @@ class Command:
     frame_id: str
 
     def text(self) -> str:
-        """The command in the planner grammar (see core/commands.py)."""
+        """Render the command in the planner grammar (see core/commands.py)."""
         out = f'{self.action} target="{self.target_label}" id={self.target_id}'
         if self.position is not None:
             p = self.position

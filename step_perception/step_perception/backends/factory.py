@@ -1,0 +1,107 @@
+"""Build any backend by kind name from plain settings (parameters, YAML, CLI flags).
+
+Nothing heavy is imported here: each backend module (and torch/transformers
+or the openai SDK behind it) is imported only when that kind is built.
+
+    make_backend("openai", endpoints="http://gpu-a:8000/v1, http://gpu-b:8000/v1",
+                 api_key_env="STEP_API_KEY")
+    make_backend("transformers", model="models/tiny", device="cpu")
+    make_backend("record", cassette="run.jsonl", live="openai", endpoints=[...])
+    make_backend("replay", cassette="run.jsonl")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from step_perception.backends.base import Backend
+from step_perception.core.errors import ConfigError
+
+__all__ = ["BACKEND_KINDS", "LIVE_KINDS", "make_backend", "split_endpoints"]
+
+#: Backends that answer from a model.
+LIVE_KINDS = ("openai", "transformers")
+#: Every kind ``make_backend`` builds.
+BACKEND_KINDS = (*LIVE_KINDS, "record", "replay")
+
+_T = TypeVar("_T")
+
+
+def split_endpoints(value: str | Sequence[str]) -> tuple[str, ...]:
+    """Endpoint URLs from one string (comma/whitespace separated) or a list of strings."""
+    items = [value] if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"endpoint must be a string, got {item!r}")
+        out.extend(part for part in re.split(r"[,\s]+", item) if part)
+    return tuple(out)
+
+
+def _build_config(cls: type[_T], settings: Mapping[str, Any], kind: str) -> _T:
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(settings) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown settings for the {kind} backend: {unknown}; known: {sorted(names)}"
+        )
+    try:
+        return cls(**settings)
+    except TypeError as err:  # a missing required field
+        raise ConfigError(f"{kind} backend settings are incomplete: {err}") from err
+
+
+def _live(kind: str, settings: dict[str, Any]) -> Backend:
+    if kind == "openai":
+        from step_perception.backends.openai import OpenAIBackend, OpenAIBackendConfig
+
+        if "endpoints" in settings:
+            settings["endpoints"] = split_endpoints(settings["endpoints"])
+        return OpenAIBackend(_build_config(OpenAIBackendConfig, settings, kind))
+    if kind == "transformers":
+        from step_perception.backends.transformers_backend import (
+            TransformersBackend,
+            TransformersBackendConfig,
+        )
+
+        return TransformersBackend(_build_config(TransformersBackendConfig, settings, kind))
+    raise ConfigError(f"unknown live backend kind {kind!r}; choose one of {LIVE_KINDS}")
+
+
+def make_backend(kind: str, /, **settings: Any) -> Backend:
+    """Build the backend ``kind`` from ``settings``; ConfigError when they don't fit.
+
+    * ``openai``: the fields of ``OpenAIBackendConfig``; ``endpoints`` may be
+      one string (comma/whitespace separated) or a list.
+    * ``transformers``: the fields of ``TransformersBackendConfig``.
+    * ``replay``: ``cassette`` (path).
+    * ``record``: ``cassette``, ``live`` (``openai`` or ``transformers``) and
+      that backend's settings.
+    """
+    if kind in LIVE_KINDS:
+        return _live(kind, dict(settings))
+    if kind in ("record", "replay"):
+        from step_perception.backends.replay import CassetteBackend
+
+        rest = dict(settings)
+        cassette = rest.pop("cassette", None)
+        if not isinstance(cassette, (str, Path)) or not str(cassette):
+            raise ConfigError(f"the {kind} backend needs a cassette path")
+        if kind == "replay":
+            if rest:
+                raise ConfigError(f"unknown settings for the replay backend: {sorted(rest)}")
+            return CassetteBackend.replaying(Path(cassette))
+        live_kind = rest.pop("live", None)
+        if live_kind not in LIVE_KINDS:
+            raise ConfigError(f"the record backend needs live= one of {LIVE_KINDS}")
+        live = _live(live_kind, rest)
+        try:
+            return CassetteBackend.recording(Path(cassette), live)
+        except ConfigError:
+            live.close()
+            raise
+    raise ConfigError(f"unknown backend kind {kind!r}; choose one of {BACKEND_KINDS}")

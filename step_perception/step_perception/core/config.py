@@ -1,0 +1,423 @@
+"""The node's parameters, read once into one validated, immutable config object.
+
+``PerceptionConfig.from_mapping`` is the only way in from untyped values (ROS
+parameters, YAML, CLI flags): it checks types, ranges, enums and endpoint URLs
+and raises ``ConfigError`` whose message starts with the parameter's name.
+``PARAMETERS`` describes every parameter (type, range, choices, whether it may
+change at run time) so the ROS adapter can declare descriptors from the same
+table the validation uses.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from enum import Enum
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from step_perception.core.errors import ConfigError
+from step_perception.core.profiles import get_profile, profile_names
+from step_perception.core.types import Task
+
+__all__ = [
+    "PARAMETERS",
+    "BackendKind",
+    "CassetteMode",
+    "ImageTransportKind",
+    "ParamSpec",
+    "PerceptionConfig",
+    "Reliability",
+    "parse_endpoints",
+]
+
+
+class BackendKind(str, Enum):
+    """Which model backend answers requests."""
+
+    OPENAI = "openai"
+    TRANSFORMERS = "transformers"
+    REPLAY = "replay"
+
+
+class ImageTransportKind(str, Enum):
+    """Which image topic the node subscribes to."""
+
+    RAW = "raw"  # sensor_msgs/Image on image_raw
+    COMPRESSED = "compressed"  # sensor_msgs/CompressedImage on image_raw/compressed
+
+
+class Reliability(str, Enum):
+    """QoS reliability of the image subscriptions."""
+
+    BEST_EFFORT = "best_effort"
+    RELIABLE = "reliable"
+
+
+class CassetteMode(str, Enum):
+    """Record/replay of model answers (see backends/replay.py)."""
+
+    OFF = "off"
+    RECORD = "record"
+    REPLAY = "replay"
+
+
+ParamType = Literal["bool", "int", "float", "str", "str_list"]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """How one parameter is typed, bounded and described."""
+
+    name: str
+    type: ParamType
+    description: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    runtime: bool = False  # may change while the node runs (parameter callback)
+
+
+_ACTION_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_REASONING_EFFORTS = ("", "minimal", "low", "medium", "high")
+_ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("backend", "str", "Model backend.", choices=tuple(k.value for k in BackendKind)),
+    ParamSpec(
+        "endpoint",
+        "str_list",
+        "Base URL(s) of OpenAI-compatible servers (http/https, no credentials); "
+        "a list or a comma/space separated string. Several = failover.",
+    ),
+    ParamSpec("model", "str", "Model name as the server knows it (or a local folder path)."),
+    ParamSpec("api_key_env", "str", "Name of the env var holding the API key ('' = none)."),
+    ParamSpec("api_key_file", "str", "File holding the API key ('' = none)."),
+    ParamSpec(
+        "model_profile",
+        "str",
+        "Box convention, wording and sampling defaults of the model family.",
+        choices=profile_names(),
+    ),
+    ParamSpec(
+        "task", "str", "What to ask for.", choices=tuple(t.value for t in Task), runtime=True
+    ),
+    ParamSpec("prompt", "str", "Standing query (object names, description or goal).", runtime=True),
+    ParamSpec(
+        "rate_hz",
+        "float",
+        "Max processed frames per second of stamp time.",
+        0.001,
+        1000.0,
+        (),
+        True,
+    ),
+    ParamSpec("max_inflight", "int", "Concurrent model requests.", 1, 64),
+    ParamSpec(
+        "max_frame_age_s",
+        "float",
+        "A frame older than this when a slot frees is dropped, not sent [s].",
+        0.001,
+        3600.0,
+        runtime=True,
+    ),
+    ParamSpec(
+        "max_image_side", "int", "Longest side of the image sent [px].", 16, 8192, runtime=True
+    ),
+    ParamSpec(
+        "max_pixels", "int", "Pixel budget of the image sent (0 = off).", 0, 67_108_864, (), True
+    ),
+    ParamSpec("jpeg_quality", "int", "JPEG quality of the image sent.", 1, 100, runtime=True),
+    ParamSpec(
+        "image_transport",
+        "str",
+        "raw (image_raw) or compressed (image_raw/compressed).",
+        choices=tuple(k.value for k in ImageTransportKind),
+    ),
+    ParamSpec("use_depth", "bool", "Use aligned depth (depth/image_raw) for 3D positions."),
+    ParamSpec(
+        "reliability",
+        "str",
+        "QoS reliability of the image subscriptions.",
+        choices=tuple(k.value for k in Reliability),
+    ),
+    ParamSpec(
+        "request_timeout_s", "float", "Timeout of one model request attempt [s].", 0.01, 3600.0
+    ),
+    ParamSpec(
+        "allowed_actions",
+        "str_list",
+        "Actions a command may name (lowercase identifiers); empty = no commands.",
+        runtime=True,
+    ),
+    ParamSpec("cassette", "str", "Cassette file for record/replay ('' = none)."),
+    ParamSpec(
+        "cassette_mode",
+        "str",
+        "off, record or replay.",
+        choices=tuple(k.value for k in CassetteMode),
+    ),
+    ParamSpec(
+        "publish_debug_image",
+        "bool",
+        "Always publish debug_image (else only when subscribed).",
+        runtime=True,
+    ),
+    ParamSpec("autostart", "bool", "Walk the lifecycle to active at start."),
+    ParamSpec("max_objects", "int", "Max objects kept per answer.", 1, 256, runtime=True),
+    ParamSpec(
+        "reasoning_effort",
+        "str",
+        "reasoning_effort sent to reasoning models ('' = profile default, 'none' = don't send).",
+        choices=(*_REASONING_EFFORTS, "none"),
+        runtime=True,
+    ),
+    ParamSpec(
+        "use_response_format",
+        "str",
+        "Send the answer's JSON schema as response_format: auto (profile default), true, false.",
+        choices=("auto", "true", "false"),
+        runtime=True,
+    ),
+    ParamSpec(
+        "max_tokens", "int", "Max answer tokens (0 = profile default).", 0, 1_000_000, (), True
+    ),
+    ParamSpec("model_path", "str", "Local model folder for the transformers backend."),
+)
+
+_SPECS: dict[str, ParamSpec] = {s.name: s for s in PARAMETERS}
+# Config field name -> parameter name, where they differ.
+_FIELD_TO_PARAM = {"endpoints": "endpoint"}
+_PARAM_TO_FIELD = {v: k for k, v in _FIELD_TO_PARAM.items()}
+
+
+def parse_endpoints(value: object) -> tuple[str, ...]:
+    """Normalise one or more endpoint base URLs; ``ConfigError`` on a bad one.
+
+    Accepts a comma/space separated string or a sequence of strings. URLs must
+    be http(s) with a host, carry no user:password (secrets never go in
+    parameters), no query and no fragment; a trailing slash is removed.
+    """
+    items: list[str]
+    if isinstance(value, str):
+        items = [p for p in re.split(r"[,\s]+", value) if p]
+    elif isinstance(value, (list, tuple)):
+        items = []
+        for v in value:
+            if not isinstance(v, str):
+                raise ConfigError(f"endpoint: expected strings, got {type(v).__name__}")
+            items.extend(p for p in re.split(r"[,\s]+", v) if p)
+    else:
+        raise ConfigError(f"endpoint: expected a string or list, got {type(value).__name__}")
+    out: list[str] = []
+    for url in items:
+        try:
+            parts = urlsplit(url)
+            port = parts.port  # raises ValueError on a bad port
+        except ValueError as err:
+            raise ConfigError(f"endpoint: {url!r} is not a valid URL ({err})") from err
+        if parts.scheme not in ("http", "https"):
+            raise ConfigError(f"endpoint: {url!r} must start with http:// or https://")
+        if not parts.hostname:
+            raise ConfigError(f"endpoint: {url!r} has no host")
+        if parts.username is not None or parts.password is not None:
+            raise ConfigError("endpoint: credentials in the URL are not allowed (use api_key_env)")
+        if parts.query or parts.fragment:
+            raise ConfigError(f"endpoint: {url!r} must not have a query or fragment")
+        del port
+        norm = url.rstrip("/")
+        if norm not in out:
+            out.append(norm)
+    return tuple(out)
+
+
+def _check(spec: ParamSpec, value: object) -> Any:
+    """Type-check and range-check one raw value; returns it in the spec's Python type."""
+    name = spec.name
+    if spec.type == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected a bool, got {value!r}")
+        return value
+    if spec.type == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        if (spec.min is not None and value < spec.min) or (
+            spec.max is not None and value > spec.max
+        ):
+            raise ConfigError(f"{name}: {value} is outside [{spec.min:g}, {spec.max:g}]")
+        return value
+    if spec.type == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        f = float(value)
+        if not math.isfinite(f):
+            raise ConfigError(f"{name}: must be finite, got {value!r}")
+        if (spec.min is not None and f < spec.min) or (spec.max is not None and f > spec.max):
+            raise ConfigError(f"{name}: {f:g} is outside [{spec.min:g}, {spec.max:g}]")
+        return f
+    if spec.type == "str":
+        if isinstance(value, Enum):
+            value = value.value
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        if spec.choices and value not in spec.choices:
+            raise ConfigError(f"{name}: {value!r} is not one of {', '.join(spec.choices)}")
+        if "\x00" in value:
+            raise ConfigError(f"{name}: contains a NUL character")
+        return value
+    # str_list
+    if isinstance(value, str):
+        return tuple(p for p in re.split(r"[,\s]+", value) if p)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(p for v in value for p in re.split(r"[,\s]+", v) if p)
+    raise ConfigError(f"{name}: expected a list of strings or a comma separated string")
+
+
+@dataclass(frozen=True)
+class PerceptionConfig:
+    """Every parameter of the node, validated. Build with ``from_mapping``."""
+
+    backend: BackendKind = BackendKind.OPENAI
+    endpoints: tuple[str, ...] = ("http://localhost:8000/v1",)
+    model: str = "stepfun-ai/Step-3.7-Flash"
+    api_key_env: str = ""
+    api_key_file: str = ""
+    model_profile: str = "step3p7"
+    task: Task = Task.DETECT
+    prompt: str = ""
+    rate_hz: float = 1.0
+    max_inflight: int = 1
+    max_frame_age_s: float = 2.0
+    max_image_side: int = 728
+    max_pixels: int = 0
+    jpeg_quality: int = 85
+    image_transport: ImageTransportKind = ImageTransportKind.RAW
+    use_depth: bool = False
+    reliability: Reliability = Reliability.BEST_EFFORT
+    request_timeout_s: float = 10.0
+    allowed_actions: tuple[str, ...] = ("pick", "place", "move_to", "look_at", "stop")
+    cassette: str = ""
+    cassette_mode: CassetteMode = CassetteMode.OFF
+    publish_debug_image: bool = False
+    autostart: bool = True
+    max_objects: int = 32
+    reasoning_effort: str = ""  # "" = profile default, "none" = don't send
+    use_response_format: bool | None = None  # None = profile default
+    max_tokens: int = 0  # 0 = profile default
+    model_path: str = ""
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    @classmethod
+    def from_mapping(
+        cls, values: Mapping[str, object], *, ignore_unknown: bool = False
+    ) -> PerceptionConfig:
+        """Validate raw values (parameter names, e.g. ``endpoint``) into a config.
+
+        Missing keys take the defaults. Unknown keys raise ``ConfigError``
+        unless ``ignore_unknown`` (the ROS node passes its other parameters
+        too). Field names (``endpoints``) are accepted as well.
+        """
+        kwargs: dict[str, Any] = {}
+        for key, raw in values.items():
+            pname = _FIELD_TO_PARAM.get(key, key)
+            spec = _SPECS.get(pname)
+            if spec is None:
+                if ignore_unknown:
+                    continue
+                raise ConfigError(f"{key}: unknown parameter")
+            fname = _PARAM_TO_FIELD.get(pname, pname)
+            kwargs[fname] = _convert(spec, raw)
+        return cls(**kwargs)
+
+    def with_updates(self, **changes: object) -> PerceptionConfig:
+        """Return a copy with ``changes`` applied (parameter or field names), revalidated."""
+        current: dict[str, object] = {f.name: getattr(self, f.name) for f in _FIELDS}
+        for key, value in changes.items():
+            fname = _PARAM_TO_FIELD.get(key, key)
+            if fname not in current:
+                raise ConfigError(f"{key}: unknown parameter")
+            current[fname] = value
+        return PerceptionConfig.from_mapping(current)
+
+    def as_parameters(self) -> dict[str, bool | int | float | str | list[str]]:
+        """Return the config as ROS-parameter-typed values, keyed by parameter name."""
+        out: dict[str, bool | int | float | str | list[str]] = {}
+        for f in _FIELDS:
+            value = getattr(self, f.name)
+            pname = _FIELD_TO_PARAM.get(f.name, f.name)
+            if isinstance(value, Enum):
+                out[pname] = str(value.value)
+            elif isinstance(value, tuple):
+                out[pname] = list(value)
+            elif f.name == "use_response_format":
+                out[pname] = "auto" if value is None else ("true" if value else "false")
+            else:
+                out[pname] = value
+        return out
+
+    def _validate(self) -> None:
+        """Cross-field and semantic checks (run on every construction)."""
+        if not self.endpoints and self.backend is BackendKind.OPENAI:
+            raise ConfigError("endpoint: at least one endpoint is needed for backend openai")
+        parse_endpoints(list(self.endpoints))
+        if not self.model.strip():
+            raise ConfigError("model: must not be empty")
+        get_profile(self.model_profile)
+        if self.api_key_env and not _ENV_RE.fullmatch(self.api_key_env):
+            raise ConfigError(f"api_key_env: {self.api_key_env!r} is not an env var name")
+        for action in self.allowed_actions:
+            if not _ACTION_RE.fullmatch(action):
+                raise ConfigError(
+                    f"allowed_actions: {action!r} must be a lowercase identifier ([a-z][a-z0-9_]*)"
+                )
+        if self.max_pixels and self.max_pixels < 1024:
+            raise ConfigError("max_pixels: must be 0 (off) or at least 1024")
+        if self.cassette_mode is not CassetteMode.OFF and not self.cassette:
+            raise ConfigError(f"cassette: needed when cassette_mode is {self.cassette_mode.value}")
+        if self.backend is BackendKind.REPLAY and not self.cassette:
+            raise ConfigError("cassette: needed for backend replay")
+
+    @property
+    def max_frame_age_ns(self) -> int:
+        """``max_frame_age_s`` in nanoseconds."""
+        return round(self.max_frame_age_s * 1e9)
+
+
+_FIELDS = fields(PerceptionConfig)
+
+
+def _convert(spec: ParamSpec, raw: object) -> Any:
+    """Raw value -> the config field's type (enums, tuples, optional bool)."""
+    name = spec.name
+    if name == "endpoint":
+        return parse_endpoints(raw)
+    if name == "use_response_format":
+        if raw is None or isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in ("auto", "", "true", "false"):
+            s = raw.strip().lower()
+            return None if s in ("auto", "") else s == "true"
+        raise ConfigError(f"use_response_format: expected auto, true or false, got {raw!r}")
+    if name == "reasoning_effort" and isinstance(raw, str):
+        raw = raw.strip().lower()
+    if name == "allowed_actions":
+        actions = _check(spec, raw)
+        return tuple(dict.fromkeys(a.strip().lower() for a in actions))
+    value = _check(spec, raw)
+    enum_types: dict[str, type[Enum]] = {
+        "backend": BackendKind,
+        "task": Task,
+        "image_transport": ImageTransportKind,
+        "reliability": Reliability,
+        "cassette_mode": CassetteMode,
+    }
+    if name in enum_types:
+        return enum_types[name](value)
+    return value

@@ -1,0 +1,396 @@
+"""The non-ROS glue from a frame to a ``PerceptionResult``.
+
+``Perceiver.submit`` returns a future at once; image preparation, the model
+request, parsing, geometry and the command check all run off the caller's
+thread (a small worker pool plus the backend's own threads). The ROS node and
+the offline tools both use it; the frame gate (core/frames.py) sits in front
+of it in the node.
+
+Every failure ends up on the future as a typed error: ``ImageError`` (bad
+image), ``BackendError`` and subclasses (the model server), ``ParseError``
+(the answer), ``StepPerceptionError`` (anything unexpected, logged). A bad
+depth image does not fail the frame: it only costs the 3D positions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from step_perception.core.commands import decide_command
+from step_perception.core.config import PerceptionConfig
+from step_perception.core.errors import (
+    BackendError,
+    ImageError,
+    ParseError,
+    StepPerceptionError,
+)
+from step_perception.core.geometry import (
+    DEFAULT_DEPTH,
+    DEFAULT_RELATIONS,
+    DepthParams,
+    RelationParams,
+    geometric_relations,
+    locate,
+    merge_relations,
+)
+from step_perception.core.imaging import decode_depth, prepare
+from step_perception.core.parsing import parse_answer
+from step_perception.core.profiles import get_profile
+from step_perception.core.prompts import build_request, clean_prompt
+from step_perception.core.types import (
+    CameraIntrinsics,
+    FrameMeta,
+    ModelReply,
+    PerceptionResult,
+    PreparedImage,
+    Task,
+)
+
+if TYPE_CHECKING:  # the Protocol only; core never imports a backend at run time
+    from step_perception.backends.base import Backend
+
+__all__ = ["FrameInput", "Perceiver", "PerceiverStats"]
+
+_log = logging.getLogger(__name__)
+_LATENCY_WINDOW = 256
+
+
+@dataclass(frozen=True)
+class FrameInput:
+    """One frame to process: its identity, the raw messages and optional overrides.
+
+    ``image`` is an Image-like or CompressedImage-like message (rclpy or
+    rosbags); ``depth`` an aligned depth Image (or compressedDepth) or None.
+    ``meta.width``/``height`` may be 0 when unknown (compressed input): the
+    result carries the decoded size. ``prompt``/``task`` override the
+    standing ones (the Query service); ``timeout_s`` replaces the frame-age
+    deadline.
+    """
+
+    meta: FrameMeta
+    image: object
+    depth: object | None = None
+    intrinsics: CameraIntrinsics | None = None
+    prompt: str | None = None
+    task: Task | None = None
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class PerceiverStats:
+    """Counters since the perceiver was created, and recent latencies."""
+
+    submitted: int = 0
+    completed: int = 0  # results delivered
+    inflight: int = 0
+    image_errors: int = 0
+    backend_errors: int = 0
+    parse_failures: int = 0
+    internal_errors: int = 0
+    depth_errors: int = 0  # depth given but unusable (frame still processed)
+    dropped_objects: int = 0
+    dropped_relations: int = 0
+    accepted_commands: int = 0
+    rejected_commands: int = 0
+    rejections: tuple[tuple[str, int], ...] = ()  # (reason, count), sorted by reason
+    latency_p50_s: float = float("nan")  # submit -> result
+    latency_p95_s: float = float("nan")
+    model_latency_p50_s: float = float("nan")  # backend's own latency
+    model_latency_p95_s: float = float("nan")
+
+    @property
+    def failures(self) -> int:
+        """Frames that produced no result."""
+        return self.image_errors + self.backend_errors + self.parse_failures + self.internal_errors
+
+
+def _percentile(values: deque[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return float(np.percentile(np.fromiter(values, dtype=np.float64), q))
+
+
+class Perceiver:
+    """Runs frames through image prep, the backend, parsing, geometry and commands.
+
+    ``now_ns`` is the clock the frame stamps are compared with (the node
+    passes the ROS clock); without it a frame's age counts as zero.
+    ``monotonic`` is only used for deadlines and latencies. The backend is
+    not owned: ``close`` does not close it.
+    """
+
+    def __init__(
+        self,
+        config: PerceptionConfig,
+        backend: Backend,
+        *,
+        now_ns: Callable[[], int] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        workers: int = 2,
+        depth_params: DepthParams = DEFAULT_DEPTH,
+        relation_params: RelationParams = DEFAULT_RELATIONS,
+    ) -> None:
+        get_profile(config.model_profile)
+        self._config = config
+        self._backend = backend
+        self._now_ns = now_ns
+        self._monotonic = monotonic
+        self._depth_params = depth_params
+        self._relation_params = relation_params
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="perceiver")
+        self._lock = threading.Lock()
+        self._closed = False
+        self._n: Counter[str] = Counter()
+        self._rejections: Counter[str] = Counter()
+        self._latency: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+        self._model_latency: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+
+    @property
+    def config(self) -> PerceptionConfig:
+        """The config new frames are processed with."""
+        return self._config
+
+    @property
+    def backend(self) -> Backend:
+        """The backend requests go to."""
+        return self._backend
+
+    def update_config(self, config: PerceptionConfig) -> None:
+        """Use ``config`` for frames submitted from now on (frames in flight keep theirs)."""
+        get_profile(config.model_profile)
+        self._config = config
+
+    def submit(self, frame: FrameInput) -> Future[PerceptionResult]:
+        """Start processing ``frame``; returns at once. The future never hangs on our side."""
+        out: Future[PerceptionResult] = Future()
+        config = self._config
+        t0 = self._monotonic()
+        with self._lock:
+            self._n["submitted"] += 1
+            self._n["inflight"] += 1
+        try:
+            if self._closed:
+                raise RuntimeError("closed")
+            self._pool.submit(self._start, frame, config, out, t0)
+        except RuntimeError:
+            self._fail(out, StepPerceptionError("the perceiver is closed"), "internal_errors")
+        return out
+
+    def process_now(self, frame: FrameInput, timeout: float | None = None) -> PerceptionResult:
+        """Process ``frame`` and wait for the result (offline tools, tests); raises its error."""
+        return self.submit(frame).result(timeout=timeout)
+
+    def stats(self) -> PerceiverStats:
+        """Snapshot of the counters and latency percentiles."""
+        with self._lock:
+            n = dict(self._n)
+            rejections = tuple(sorted(self._rejections.items()))
+            lat, mlat = deque(self._latency), deque(self._model_latency)
+        return PerceiverStats(
+            submitted=n.get("submitted", 0),
+            completed=n.get("completed", 0),
+            inflight=n.get("inflight", 0),
+            image_errors=n.get("image_errors", 0),
+            backend_errors=n.get("backend_errors", 0),
+            parse_failures=n.get("parse_failures", 0),
+            internal_errors=n.get("internal_errors", 0),
+            depth_errors=n.get("depth_errors", 0),
+            dropped_objects=n.get("dropped_objects", 0),
+            dropped_relations=n.get("dropped_relations", 0),
+            accepted_commands=n.get("accepted_commands", 0),
+            rejected_commands=sum(c for _, c in rejections),
+            rejections=rejections,
+            latency_p50_s=_percentile(lat, 50),
+            latency_p95_s=_percentile(lat, 95),
+            model_latency_p50_s=_percentile(mlat, 50),
+            model_latency_p95_s=_percentile(mlat, 95),
+        )
+
+    def close(self) -> None:
+        """Stop taking frames and let the workers finish (the backend is left open)."""
+        self._closed = True
+        self._pool.shutdown(wait=False, cancel_futures=False)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _fail(self, out: Future[PerceptionResult], err: BaseException, counter: str) -> None:
+        with self._lock:
+            self._n[counter] += 1
+            self._n["inflight"] -= 1
+        with contextlib.suppress(InvalidStateError):  # cancelled by the caller meanwhile
+            out.set_exception(err)
+
+    def _deadline(self, frame: FrameInput, config: PerceptionConfig) -> float:
+        now = self._monotonic()
+        if frame.timeout_s is not None:
+            return now + max(0.0, frame.timeout_s)
+        age_s = 0.0
+        if self._now_ns is not None:
+            age_s = max(0.0, (self._now_ns() - frame.meta.stamp_ns) / 1e9)
+        return now + max(0.0, config.max_frame_age_s - age_s)
+
+    def _start(
+        self,
+        frame: FrameInput,
+        config: PerceptionConfig,
+        out: Future[PerceptionResult],
+        t0: float,
+    ) -> None:
+        if not out.set_running_or_notify_cancel():
+            with self._lock:
+                self._n["inflight"] -= 1
+            return
+        try:
+            try:
+                image = prepare(
+                    frame.image,
+                    max_side=config.max_image_side,
+                    max_pixels=config.max_pixels,
+                    jpeg_quality=config.jpeg_quality,
+                )
+            except ImageError as err:
+                self._fail(out, err, "image_errors")
+                return
+            request = build_request(
+                config,
+                image,
+                task=frame.task,
+                prompt=frame.prompt,
+                deadline=self._deadline(frame, config),
+            )
+            try:
+                reply_future = self._backend.submit(request)
+            except BackendError as err:
+                self._fail(out, err, "backend_errors")
+                return
+            # Decode depth while the model thinks.
+            depth = self._depth(frame)
+            reply_future.add_done_callback(
+                lambda f: self._on_reply(f, frame, config, image, depth, out, t0)
+            )
+        except Exception as err:
+            _log.exception("perceiver: unexpected error preparing a frame")
+            self._fail(out, StepPerceptionError(f"internal error: {err!r}"), "internal_errors")
+
+    def _depth(self, frame: FrameInput) -> npt.NDArray[np.float32] | None:
+        if frame.depth is None:
+            return None
+        try:
+            return decode_depth(frame.depth)
+        except ImageError as err:
+            _log.debug("perceiver: depth unusable: %s", err)
+            with self._lock:
+                self._n["depth_errors"] += 1
+            return None
+
+    def _on_reply(
+        self,
+        reply_future: Future[ModelReply],
+        frame: FrameInput,
+        config: PerceptionConfig,
+        image: PreparedImage,
+        depth: npt.NDArray[np.float32] | None,
+        out: Future[PerceptionResult],
+        t0: float,
+    ) -> None:
+        # Runs on a backend thread: hand the (cheap but not free) rest to our pool.
+        try:
+            self._pool.submit(self._finish, reply_future, frame, config, image, depth, out, t0)
+        except RuntimeError:  # pool shut down: finish here rather than hang the future
+            self._finish(reply_future, frame, config, image, depth, out, t0)
+
+    def _finish(
+        self,
+        reply_future: Future[ModelReply],
+        frame: FrameInput,
+        config: PerceptionConfig,
+        image: PreparedImage,
+        depth: npt.NDArray[np.float32] | None,
+        out: Future[PerceptionResult],
+        t0: float,
+    ) -> None:
+        try:
+            try:
+                reply = reply_future.result()
+            except BackendError as err:
+                self._fail(out, err, "backend_errors")
+                return
+            except Exception as err:  # a backend that broke its contract
+                self._fail(out, BackendError(f"backend failed: {err!r}"), "backend_errors")
+                return
+            try:
+                result = self._build(reply, frame, config, image, depth)
+            except ParseError as err:
+                self._fail(out, err, "parse_failures")
+                return
+            with self._lock:
+                self._n["completed"] += 1
+                self._n["inflight"] -= 1
+                self._latency.append(self._monotonic() - t0)
+                self._model_latency.append(reply.latency_s)
+            with contextlib.suppress(InvalidStateError):
+                out.set_result(result)
+        except Exception as err:
+            _log.exception("perceiver: unexpected error finishing a frame")
+            self._fail(out, StepPerceptionError(f"internal error: {err!r}"), "internal_errors")
+
+    def _build(
+        self,
+        reply: ModelReply,
+        frame: FrameInput,
+        config: PerceptionConfig,
+        image: PreparedImage,
+        depth: npt.NDArray[np.float32] | None,
+    ) -> PerceptionResult:
+        profile = get_profile(config.model_profile)
+        task = config.task if frame.task is None else frame.task
+        prompt = config.prompt if frame.prompt is None else frame.prompt
+        parsed = parse_answer(reply.text, profile, image, max_objects=config.max_objects)
+        width, height = image.source_width, image.source_height
+        detections = locate(
+            parsed.detections, depth, frame.intrinsics, width, height, self._depth_params
+        )
+        relations = merge_relations(
+            parsed.relations,
+            geometric_relations(detections, self._relation_params),
+            detections,
+        )
+        command = None
+        rejection: str | None = None
+        if task is Task.COMMAND:
+            decision = decide_command(
+                parsed.action, detections, config.allowed_actions, frame.meta.frame_id
+            )
+            command = decision.command
+            if command is None:
+                rejection = f"{decision.reason}: {decision.detail}"
+        with self._lock:
+            self._n["dropped_objects"] += parsed.dropped_objects
+            self._n["dropped_relations"] += parsed.dropped_relations
+            if task is Task.COMMAND:
+                if command is None:
+                    self._rejections[str(decision.reason)] += 1
+                else:
+                    self._n["accepted_commands"] += 1
+        return PerceptionResult(
+            frame=replace(frame.meta, width=width, height=height),
+            task=task,
+            query=clean_prompt(prompt),
+            detections=detections,
+            relations=relations,
+            summary=parsed.summary,
+            command=command,
+            command_rejection=rejection,
+            reply=reply,
+        )

@@ -1,0 +1,216 @@
+"""A real OpenAI-shaped HTTP server on 127.0.0.1 that misbehaves on purpose.
+
+Each hit of ``POST .../chat/completions`` plays the next behaviour of a script
+(then the default one); ``GET .../models`` answers the health probe. The
+server counts hits, keeps the times and headers and bodies it received, so
+tests can assert retry counts, Retry-After spacing and what went over the wire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["Behaviour", "FaultServer", "closed_port", "completion_body"]
+
+
+def completion_body(content: str | None, *, reasoning: str | None = None) -> dict[str, Any]:
+    """A valid chat.completion answer with usage."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
+    return {
+        "id": "chatcmpl-fault",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "fault-model",
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+    }
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """What the server does for one chat request.
+
+    kind: ``ok``, ``status`` (answer ``status`` with a JSON error), ``sleep``
+    (sleep ``delay_s`` then answer ok), ``truncated`` (Content-Length larger than
+    the body, then close), ``invalid_json``, ``close_after_headers``.
+    """
+
+    kind: str = "ok"
+    status: int = 200
+    delay_s: float = 0.0
+    retry_after: str | None = None
+    content: str | None = '{"objects": []}'
+    reasoning: str | None = None
+    message: str = ""  # error message of a ``status`` answer
+
+
+OK = Behaviour()
+
+
+@dataclass
+class _State:
+    script: list[Behaviour]
+    default: Behaviour
+    models_status: int = 200
+    chat_hits: int = 0
+    models_hits: int = 0
+    hit_times: list[float] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet test output
+        pass
+
+    def _send_json(self, status: int, payload: object, extra: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        state = self.server.state
+        if self.path.rstrip("/").endswith("/models"):
+            with state.lock:
+                state.models_hits += 1
+                status = state.models_status
+            if status == 200:
+                model = {"id": "fault-model", "object": "model", "created": 0, "owned_by": "test"}
+                self._send_json(200, {"object": "list", "data": [model]})
+            else:
+                self._send_json(
+                    status, {"error": {"message": "probe refused", "type": "server_error"}}
+                )
+            return
+        self._send_json(404, {"error": {"message": "not found"}})
+
+    def do_POST(self) -> None:
+        state = self.server.state
+        length = int(self.headers.get("Content-Length", "0"))
+        raw = self.rfile.read(length)
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._send_json(404, {"error": {"message": "not found"}})
+            return
+        with state.lock:
+            state.chat_hits += 1
+            state.hit_times.append(time.monotonic())
+            state.headers.append({k.lower(): v for k, v in self.headers.items()})
+            state.bodies.append(json.loads(raw or b"{}"))
+            b = state.script.pop(0) if state.script else state.default
+        self._play(b)
+
+    def _play(self, b: Behaviour) -> None:
+        if b.kind == "ok":
+            self._send_json(200, completion_body(b.content, reasoning=b.reasoning))
+        elif b.kind == "sleep":
+            time.sleep(b.delay_s)
+            with contextlib.suppress(OSError):  # the client may have given up first
+                self._send_json(200, completion_body(b.content))
+        elif b.kind == "status":
+            extra = {"Retry-After": b.retry_after} if b.retry_after is not None else None
+            message = b.message or f"fault {b.status}"
+            self._send_json(b.status, {"error": {"message": message, "type": "error"}}, extra)
+        elif b.kind == "truncated":
+            data = json.dumps(completion_body(b.content)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+        elif b.kind == "invalid_json":
+            data = b'{"id": "x", "choices": [ this is not json'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif b.kind == "close_after_headers":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "512")
+            self.end_headers()
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+        else:
+            raise ValueError(f"unknown behaviour {b.kind}")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, state: _State) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.state = state
+
+
+class FaultServer:
+    """Context manager running the misbehaving server in a thread."""
+
+    def __init__(self, script: Iterable[Behaviour] = (), default: Behaviour = OK) -> None:
+        self.state = _State(script=list(script), default=default)
+        self._server = _Server(self.state)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/v1"
+
+    def set(self, script: Iterable[Behaviour] = (), default: Behaviour | None = None) -> None:
+        """Replace the script (and optionally the default behaviour)."""
+        with self.state.lock:
+            self.state.script = list(script)
+            if default is not None:
+                self.state.default = default
+
+    @property
+    def chat_hits(self) -> int:
+        with self.state.lock:
+            return self.state.chat_hits
+
+    @property
+    def models_hits(self) -> int:
+        with self.state.lock:
+            return self.state.models_hits
+
+    def __enter__(self) -> FaultServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (connections are refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
