@@ -29,7 +29,7 @@ class Backend(Protocol):
         ...
 
     def health(self) -> BackendHealth:
-        """Current health, cheap to call (no network)."""
+        """Return the current health; cheap to call (no network)."""
         ...
 
     def close(self) -> None:

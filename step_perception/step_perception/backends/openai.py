@@ -59,6 +59,9 @@ _log = logging.getLogger(__name__)
 #: Key sent when none is configured (local servers need none, the SDK wants one).
 NO_API_KEY = "EMPTY"
 
+#: An attempt with less time than this left before the deadline is not sent [s].
+_MIN_ATTEMPT_S = 0.01
+
 _REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 
@@ -142,11 +145,20 @@ class OpenAIBackendConfig:
 def _normalise_url(url: str) -> str:
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(f"endpoint must be a non-empty URL string, got {url!r}")
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        _ = parts.port  # raises ValueError on a bad port
+    except ValueError as err:
+        raise ConfigError(f"endpoint {redact_url(url)!r} is not a valid URL") from err
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"endpoint must be an http(s) URL, got {redact_url(url)!r}")
+    # Secrets never travel in parameters: no user:password@, no ?key=... (as core/config.py).
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("endpoint: credentials in the URL are not allowed (use api_key_env)")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"endpoint {redact_url(url)!r} must not have a query or fragment")
     path = parts.path.rstrip("/") or "/v1"
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
 def redact_url(url: str) -> str:
@@ -400,6 +412,17 @@ class OpenAIBackend:
             ep = self._acquire(avoid=last_ep)
             if ep is None:
                 raise BackendUnavailableError(self._unavailable_message(last))
+            if (
+                request.deadline is not None
+                and time.monotonic() + _MIN_ATTEMPT_S > request.deadline
+            ):
+                # The health probe ate the time left: an attempt now could only time out and
+                # would be counted against a server that did nothing wrong.
+                with self._lock:
+                    ep.in_flight -= 1
+                raise BackendTimeoutError(
+                    f"request deadline passed before attempt {attempts + 1} could be sent"
+                )
             attempts += 1
             try:
                 text, usage = self._attempt(ep, request)

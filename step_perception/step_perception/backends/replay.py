@@ -13,9 +13,10 @@ parsed results are identical too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -245,6 +246,14 @@ class CassetteBackend:
         )
 
     def _store(
+        self, request: ModelRequest, done: Future[ModelReply], out: Future[ModelReply]
+    ) -> None:
+        # Runs as a done-callback: ``out`` may have been cancelled by its caller meanwhile,
+        # and an exception raised here would only be logged by concurrent.futures.
+        with contextlib.suppress(InvalidStateError):
+            self._store_into(request, done, out)
+
+    def _store_into(
         self, request: ModelRequest, done: Future[ModelReply], out: Future[ModelReply]
     ) -> None:
         try:

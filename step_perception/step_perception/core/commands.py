@@ -17,6 +17,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from step_perception.core.parsing import ProposedAction
 from step_perception.core.types import Command, Detection
@@ -34,8 +35,8 @@ COMMAND_RE = re.compile(
 )
 
 
-class RejectReason:
-    """Reason codes of refused proposals (stable strings for diagnostics)."""
+class RejectReason(StrEnum):
+    """Reason codes of refused proposals (stable strings for diagnostics; ``str()`` is the code)."""
 
     NO_ACTION = "no_action"  # the model proposed nothing
     NOT_ALLOWED = "action_not_allowed"
@@ -51,18 +52,20 @@ class CommandDecision:
     """Either an accepted command or the reason there is none."""
 
     command: Command | None
-    reason: str | None = None  # a RejectReason code, None when accepted
+    reason: RejectReason | None = None  # None when accepted
     detail: str = ""  # human-readable context (bounded, no raw model text beyond 64 chars)
 
 
-def _resolve(target: str, detections: Sequence[Detection]) -> tuple[Detection | None, str]:
+def _resolve(
+    target: str, detections: Sequence[Detection]
+) -> tuple[Detection | None, RejectReason | None]:
     by_id = [d for d in detections if d.id == target]
     if by_id:
-        return by_id[0], ""
+        return by_id[0], None
     wanted = " ".join(target.lower().split())
     by_label = [d for d in detections if d.label.lower() == wanted]
     if len(by_label) == 1:
-        return by_label[0], ""
+        return by_label[0], None
     if len(by_label) > 1:
         return None, RejectReason.AMBIGUOUS_TARGET
     return None, RejectReason.UNKNOWN_TARGET
@@ -78,7 +81,9 @@ def decide_command(
     if proposal is None:
         return CommandDecision(None, RejectReason.NO_ACTION, "the model proposed no action")
     name = proposal.name.strip().lower()
-    if name not in allowed_actions:
+    # A bare string would make ``in`` a substring test ("ick" in "pick, place"); it is one name.
+    allowed = (allowed_actions,) if isinstance(allowed_actions, str) else tuple(allowed_actions)
+    if name not in allowed:
         return CommandDecision(None, RejectReason.NOT_ALLOWED, f"action {name[:64]!r}")
     if proposal.target is None:
         return CommandDecision(None, RejectReason.NO_TARGET, f"action {name!r} has no target")

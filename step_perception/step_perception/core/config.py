@@ -193,6 +193,11 @@ _FIELD_TO_PARAM = {"endpoints": "endpoint"}
 _PARAM_TO_FIELD = {v: k for k, v in _FIELD_TO_PARAM.items()}
 
 
+def _split(value: str) -> list[str]:
+    """Items of a comma/whitespace separated string."""
+    return [p for p in re.split(r"[,\s]+", value) if p]
+
+
 def parse_endpoints(value: object) -> tuple[str, ...]:
     """Normalise one or more endpoint base URLs; ``ConfigError`` on a bad one.
 
@@ -202,13 +207,13 @@ def parse_endpoints(value: object) -> tuple[str, ...]:
     """
     items: list[str]
     if isinstance(value, str):
-        items = [p for p in re.split(r"[,\s]+", value) if p]
+        items = _split(value)
     elif isinstance(value, (list, tuple)):
         items = []
         for v in value:
             if not isinstance(v, str):
                 raise ConfigError(f"endpoint: expected strings, got {type(v).__name__}")
-            items.extend(p for p in re.split(r"[,\s]+", v) if p)
+            items.extend(_split(v))
     else:
         raise ConfigError(f"endpoint: expected a string or list, got {type(value).__name__}")
     out: list[str] = []
@@ -272,9 +277,9 @@ def _check(spec: ParamSpec, value: object) -> Any:
         return value
     # str_list
     if isinstance(value, str):
-        return tuple(p for p in re.split(r"[,\s]+", value) if p)
+        return tuple(_split(value))
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return tuple(p for v in value for p in re.split(r"[,\s]+", v) if p)
+        return tuple(p for v in value for p in _split(v))
     raise ConfigError(f"{name}: expected a list of strings or a comma separated string")
 
 
@@ -363,10 +368,14 @@ class PerceptionConfig:
         return out
 
     def _validate(self) -> None:
-        """Cross-field and semantic checks (run on every construction)."""
+        """Per-field and cross-field checks (run on every construction, direct ones too)."""
+        # Direct construction (PerceptionConfig(rate_hz=0)) gets the same type, range and enum
+        # checks as from_mapping; values are normalised to the field's type in place.
+        for spec in PARAMETERS:
+            fname = _PARAM_TO_FIELD.get(spec.name, spec.name)
+            object.__setattr__(self, fname, _convert(spec, getattr(self, fname)))
         if not self.endpoints and self.backend is BackendKind.OPENAI:
             raise ConfigError("endpoint: at least one endpoint is needed for backend openai")
-        parse_endpoints(list(self.endpoints))
         if not self.model.strip():
             raise ConfigError("model: must not be empty")
         get_profile(self.model_profile)

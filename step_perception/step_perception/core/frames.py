@@ -14,6 +14,10 @@ Life of a frame:
 * ``done()`` frees a slot and hands back the waiting frame if it is still
   fresh enough (else it is dropped as stale and counted).
 
+``reset()`` forgets frames and slots (deactivate, clock jumped back). A request
+admitted before it may still finish later: pass the ``generation`` it was
+admitted under to ``done`` so it cannot free a slot of a newer request.
+
 ``next_accept_stamp_ns()`` is the smallest stamp the gate will accept next, or
 ``None`` while every slot is busy: the node pushes it into a DDS content filter
 so unwanted frames never reach the process. A frame that slips through while
@@ -51,6 +55,7 @@ class Admitted(Generic[T]):
 
     stamp_ns: int
     payload: T
+    generation: int = 0  # the gate's generation when it was admitted (see FrameGate.done)
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ class FrameGate(Generic[T]):
         self._due_ns: int | None = None  # earliest stamp the rate allows next
         self._last_stamp_ns: int | None = None  # newest stamp accepted (sent or queued)
         self._pending: Admitted[T] | None = None
+        self._generation = 0
         self._c: dict[str, int] = dict.fromkeys(GateCounters.__dataclass_fields__, 0)
 
     def reconfigure(
@@ -146,13 +152,21 @@ class FrameGate(Generic[T]):
                 return Decision.SEND_NOW
             if self._pending is not None:
                 self._c["replaced"] += 1
-            self._pending = Admitted(stamp_ns, payload)
+            self._pending = Admitted(stamp_ns, payload, self._generation)
             self._c["queued"] += 1
             return Decision.QUEUED
 
-    def done(self) -> Admitted[T] | None:
-        """Free the slot of a finished request; return the waiting frame to send next, if any."""
+    def done(self, generation: int | None = None) -> Admitted[T] | None:
+        """Free the slot of a finished request; return the waiting frame to send next, if any.
+
+        ``generation`` is the one the request was admitted under (``generation``
+        right after a ``SEND_NOW``, or ``Admitted.generation``). A request from
+        before the last ``reset()`` holds no slot any more: it frees nothing and
+        gets nothing. ``None`` trusts the caller (the pre-generation behaviour).
+        """
         with self._lock:
+            if generation is not None and generation != self._generation:
+                return None
             if self._inflight > 0:
                 self._inflight -= 1
             return self._take_locked()
@@ -173,6 +187,12 @@ class FrameGate(Generic[T]):
             return bound
 
     @property
+    def generation(self) -> int:
+        """Counts ``reset()`` calls; a request admitted now belongs to this generation."""
+        with self._lock:
+            return self._generation
+
+    @property
     def inflight(self) -> int:
         """Requests currently holding a slot."""
         with self._lock:
@@ -186,6 +206,7 @@ class FrameGate(Generic[T]):
     def reset(self) -> None:
         """Forget frames and slots (on deactivate, or when the clock jumps back)."""
         with self._lock:
+            self._generation += 1
             self._inflight = 0
             self._due_ns = None
             self._last_stamp_ns = None

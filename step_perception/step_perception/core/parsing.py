@@ -100,7 +100,11 @@ def _qualifies(value: object) -> bool:
     if isinstance(value, dict):
         return any(k in value for k in _ANSWER_KEYS) or any(k in value for k in _BOX_KEYS)
     if isinstance(value, list):
-        return all(isinstance(v, dict) for v in value)
+        # A list of objects: empty (nothing seen), or dicts of which at least one has a box.
+        # A stray list of other dicts in trailing prose must not win over the real answer.
+        return all(isinstance(v, dict) for v in value) and (
+            not value or any(k in v for v in value for k in _BOX_KEYS)
+        )
     return False
 
 
@@ -323,13 +327,15 @@ def parse_answer(
 
     ids = {d.id for d in detections}
     relations: list[Relation] = []
+    seen: set[tuple[str, RelationKind, str]] = set()
     dropped_rel = 0
     raw_rel = answer.get("relations", [])
     for item in raw_rel if isinstance(raw_rel, list) else [raw_rel]:
         rel = _relation(item, ids)
-        if rel is None or rel in relations:
-            dropped_rel += 1
+        if rel is None or (key := (rel.subject_id, rel.relation, rel.object_id)) in seen:
+            dropped_rel += 1  # invalid, or a duplicate
         else:
+            seen.add(key)
             relations.append(rel)
 
     summary = _clean(answer.get("summary"), MAX_TEXT_CHARS)

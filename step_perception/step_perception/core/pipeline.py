@@ -9,7 +9,10 @@ of it in the node.
 Every failure ends up on the future as a typed error: ``ImageError`` (bad
 image), ``BackendError`` and subclasses (the model server), ``ParseError``
 (the answer), ``StepPerceptionError`` (anything unexpected, logged). A bad
-depth image does not fail the frame: it only costs the 3D positions.
+depth image does not fail the frame: it only costs the 3D positions. A reply
+that arrives after the request's deadline (the frame's ``max_frame_age_s``, or
+``timeout_s``) fails with ``BackendTimeoutError``: nothing about a frame that
+old becomes a result, whatever the backend does about deadlines.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from step_perception.core.commands import decide_command
 from step_perception.core.config import PerceptionConfig
 from step_perception.core.errors import (
     BackendError,
+    BackendTimeoutError,
     ImageError,
     ParseError,
     StepPerceptionError,
@@ -52,8 +56,8 @@ from step_perception.core.types import (
     CameraIntrinsics,
     FrameMeta,
     ModelReply,
+    ModelRequest,
     PerceptionResult,
-    PreparedImage,
     Task,
 )
 
@@ -113,6 +117,18 @@ class PerceiverStats:
     def failures(self) -> int:
         """Frames that produced no result."""
         return self.image_errors + self.backend_errors + self.parse_failures + self.internal_errors
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One frame in flight: what the reply is turned into a result with."""
+
+    frame: FrameInput
+    config: PerceptionConfig
+    request: ModelRequest
+    depth: npt.NDArray[np.float32] | None
+    out: Future[PerceptionResult]
+    t0: float  # monotonic time of submit
 
 
 def _percentile(values: deque[float], q: float) -> float:
@@ -275,10 +291,8 @@ class Perceiver:
                 self._fail(out, err, "backend_errors")
                 return
             # Decode depth while the model thinks.
-            depth = self._depth(frame)
-            reply_future.add_done_callback(
-                lambda f: self._on_reply(f, frame, config, image, depth, out, t0)
-            )
+            job = _Job(frame, config, request, self._depth(frame), out, t0)
+            reply_future.add_done_callback(lambda f: self._on_reply(f, job))
         except Exception as err:
             _log.exception("perceiver: unexpected error preparing a frame")
             self._fail(out, StepPerceptionError(f"internal error: {err!r}"), "internal_errors")
@@ -294,32 +308,15 @@ class Perceiver:
                 self._n["depth_errors"] += 1
             return None
 
-    def _on_reply(
-        self,
-        reply_future: Future[ModelReply],
-        frame: FrameInput,
-        config: PerceptionConfig,
-        image: PreparedImage,
-        depth: npt.NDArray[np.float32] | None,
-        out: Future[PerceptionResult],
-        t0: float,
-    ) -> None:
+    def _on_reply(self, reply_future: Future[ModelReply], job: _Job) -> None:
         # Runs on a backend thread: hand the (cheap but not free) rest to our pool.
         try:
-            self._pool.submit(self._finish, reply_future, frame, config, image, depth, out, t0)
+            self._pool.submit(self._finish, reply_future, job)
         except RuntimeError:  # pool shut down: finish here rather than hang the future
-            self._finish(reply_future, frame, config, image, depth, out, t0)
+            self._finish(reply_future, job)
 
-    def _finish(
-        self,
-        reply_future: Future[ModelReply],
-        frame: FrameInput,
-        config: PerceptionConfig,
-        image: PreparedImage,
-        depth: npt.NDArray[np.float32] | None,
-        out: Future[PerceptionResult],
-        t0: float,
-    ) -> None:
+    def _finish(self, reply_future: Future[ModelReply], job: _Job) -> None:
+        out = job.out
         try:
             try:
                 reply = reply_future.result()
@@ -329,15 +326,23 @@ class Perceiver:
             except Exception as err:  # a backend that broke its contract
                 self._fail(out, BackendError(f"backend failed: {err!r}"), "backend_errors")
                 return
+            deadline = job.request.deadline
+            late_s = 0.0 if deadline is None else self._monotonic() - deadline
+            if late_s > 0:
+                # Whatever the backend does about deadlines, an answer about a frame that is
+                # too old by now is never turned into a result (nor a command).
+                late = BackendTimeoutError(f"the answer came {late_s:.3f} s after the deadline")
+                self._fail(out, late, "backend_errors")
+                return
             try:
-                result = self._build(reply, frame, config, image, depth)
+                result = self._build(reply, job)
             except ParseError as err:
                 self._fail(out, err, "parse_failures")
                 return
             with self._lock:
                 self._n["completed"] += 1
                 self._n["inflight"] -= 1
-                self._latency.append(self._monotonic() - t0)
+                self._latency.append(self._monotonic() - job.t0)
                 self._model_latency.append(reply.latency_s)
             with contextlib.suppress(InvalidStateError):
                 out.set_result(result)
@@ -345,14 +350,8 @@ class Perceiver:
             _log.exception("perceiver: unexpected error finishing a frame")
             self._fail(out, StepPerceptionError(f"internal error: {err!r}"), "internal_errors")
 
-    def _build(
-        self,
-        reply: ModelReply,
-        frame: FrameInput,
-        config: PerceptionConfig,
-        image: PreparedImage,
-        depth: npt.NDArray[np.float32] | None,
-    ) -> PerceptionResult:
+    def _build(self, reply: ModelReply, job: _Job) -> PerceptionResult:
+        frame, config, image, depth = job.frame, job.config, job.request.image, job.depth
         profile = get_profile(config.model_profile)
         task = config.task if frame.task is None else frame.task
         prompt = config.prompt if frame.prompt is None else frame.prompt

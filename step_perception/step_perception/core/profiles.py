@@ -8,8 +8,10 @@ thousandths of the image.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from types import MappingProxyType
 
 from step_perception.core.errors import ConfigError
 from step_perception.core.types import SamplingParams
@@ -60,7 +62,7 @@ _SYSTEM = (
     "with a single JSON object and nothing else. Only report what is visible in the image."
 )
 
-PROFILES: dict[str, ModelProfile] = {
+_PROFILES: dict[str, ModelProfile] = {
     p.name: p
     for p in (
         ModelProfile(
@@ -106,6 +108,10 @@ PROFILES: dict[str, ModelProfile] = {
         ),
     )
 }
+
+
+#: Every known profile by name (read-only: a profile fixes a wire convention).
+PROFILES: Mapping[str, ModelProfile] = MappingProxyType(_PROFILES)
 
 
 def profile_names() -> tuple[str, ...]:

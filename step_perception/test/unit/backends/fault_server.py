@@ -62,6 +62,7 @@ class _State:
     script: list[Behaviour]
     default: Behaviour
     models_status: int = 200
+    models_delay_s: float = 0.0  # a slow health probe
     chat_hits: int = 0
     models_hits: int = 0
     hit_times: list[float] = field(default_factory=list)
@@ -93,6 +94,8 @@ class _Handler(BaseHTTPRequestHandler):
             with state.lock:
                 state.models_hits += 1
                 status = state.models_status
+                delay = state.models_delay_s
+            time.sleep(delay)
             if status == 200:
                 model = {"id": "fault-model", "object": "model", "created": 0, "owned_by": "test"}
                 self._send_json(200, {"object": "list", "data": [model]})

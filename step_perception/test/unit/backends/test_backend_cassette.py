@@ -22,6 +22,8 @@ from step_perception.core.errors import (
     CassetteMissError,
     ConfigError,
 )
+from step_perception.core.parsing import parse_answer
+from step_perception.core.profiles import get_profile
 
 ANSWERS = [
     '{"objects": [{"label": "red cube", "bbox_2d": [10, 20, 300, 400], "score": 0.93}]}',
@@ -55,6 +57,15 @@ def test_record_then_replay_is_byte_identical(tmp_path: Path) -> None:
     assert [r.text.encode() for r in replayed] == [r.text.encode() for r in live]
     assert [json.loads(r.text) for r in replayed] == [json.loads(a) for a in ANSWERS]
     assert [r.usage for r in replayed] == [r.usage for r in live]
+    # ... and so the parsed results are identical too (the parser is the real one).
+    profile = get_profile(requests[0].profile)
+    parsed = [
+        (parse_answer(a.text, profile, q.image), parse_answer(b.text, profile, q.image))
+        for a, b, q in zip(live, replayed, requests, strict=True)
+    ]
+    assert all(p == q for p, q in parsed)
+    assert [len(p.detections) for p, _ in parsed] == [1, 0, 0]
+    assert parsed[1][0].summary.startswith("grüne Tasse")
     assert all(r.endpoint == f"replay:{srv.base_url}" for r in replayed)
     assert (health.healthy, health.state) == (True, "replay")
     lines = cassette.read_text().splitlines()

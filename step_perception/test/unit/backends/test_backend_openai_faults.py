@@ -281,9 +281,11 @@ def test_server_rejecting_reasoning_effort_gets_requests_without_it() -> None:
 
 def test_deadline_prevents_retry() -> None:
     with FaultServer(default=Behaviour("status", status=500)) as srv:
-        b = backend(srv.base_url, backoff_base_s=1.0, backoff_cap_s=1.0)
+        # Backoff is 2..4 s (equal jitter), the deadline 1.5 s away: no retry may be sent,
+        # and the first attempt has ample time even on a loaded machine.
+        b = backend(srv.base_url, backoff_base_s=4.0, backoff_cap_s=4.0)
         try:
-            err = failure(b, deadline=time.monotonic() + 0.3)
+            err = failure(b, deadline=time.monotonic() + 1.5)
         finally:
             b.close()
         assert srv.chat_hits == 1
@@ -362,6 +364,32 @@ def test_half_open_trial_failure_reopens() -> None:
             failure(b)  # probe passes (GET /models is fine), the trial fails: open again
             assert (srv.chat_hits, srv.models_hits) == (3, 1)
             assert b.health().state == "open"
+        finally:
+            b.close()
+
+
+def test_slow_probe_past_the_deadline_sends_nothing_and_blames_no_one() -> None:
+    with FaultServer(default=Behaviour("status", status=500)) as srv:
+        b = backend(
+            srv.base_url,
+            breaker_threshold=1,
+            max_retries=0,
+            breaker_cooldown_s=0.2,
+            probe_timeout_s=5.0,
+        )
+        try:
+            failure(b)  # open
+            srv.set(default=Behaviour())
+            srv.state.models_delay_s = 1.0  # the probe passes, but slowly
+            time.sleep(0.25)
+            err = failure(b, deadline=time.monotonic() + 0.5)
+            assert isinstance(err, BackendTimeoutError)
+            assert "could be sent" in str(err)
+            # Nothing was sent with no time left, and the healthy server is not re-opened.
+            assert (srv.chat_hits, srv.models_hits) == (1, 1)
+            assert b.health().state == "half_open"
+            assert result(b).attempts == 1  # the trial passes: closed
+            assert b.health().state == "closed"
         finally:
             b.close()
 
@@ -481,6 +509,14 @@ def test_config_validation_and_url_handling() -> None:
         OpenAIBackendConfig(endpoints=("http://a:1/v1",), reasoning_effort="maximal")
     with pytest.raises(ConfigError):
         OpenAIBackendConfig(endpoints=("http://a:1/v1", "http://a:1/v1/"))
+    for url in (
+        "http://user:sk-secret@host/v1",
+        "http://host/v1?api_key=sk-secret",
+        "http://h:0x/v1",
+    ):
+        with pytest.raises(ConfigError) as info:
+            OpenAIBackendConfig(endpoints=(url,))
+        assert "sk-secret" not in str(info.value)
     cfg = OpenAIBackendConfig(endpoints=("http://gpu-a:8000", "https://gpu-b/v1/"))
     assert cfg.endpoints == ("http://gpu-a:8000/v1", "https://gpu-b/v1")
     assert redact_url("http://user:pw@host:8000/v1?key=abc") == "http://host:8000/v1"

@@ -48,7 +48,8 @@ def test_accepted_command_without_position_by_unique_label():
 )
 def test_rejections_have_reasons(proposal, reason):
     d = decide_command(proposal, DETS, ALLOWED, "cam")
-    assert d.command is None and d.reason == reason and len(d.detail) < 200
+    assert d.command is None and d.reason is reason and len(d.detail) < 200
+    assert str(d.reason) == reason.value  # the stable code diagnostics count by
 
 
 def test_allow_list_is_respected_and_empty_list_refuses_all():
@@ -56,6 +57,11 @@ def test_allow_list_is_respected_and_empty_list_refuses_all():
         RejectReason.NOT_ALLOWED
     )
     assert decide_command(ProposedAction("pick", "0"), DETS, (), "cam").command is None
+    # An allow-list given as one string is never a substring test.
+    for name in ("ick", "pick", "k, p"):
+        assert decide_command(ProposedAction(name, "0"), DETS, "pick, place", "cam").reason == (
+            RejectReason.NOT_ALLOWED
+        )
 
 
 def test_non_finite_position_or_bad_frame_or_label_is_refused():

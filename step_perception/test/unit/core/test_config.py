@@ -96,6 +96,32 @@ def test_bad_values_raise_naming_the_parameter(key, value, needle):
     assert "secret" not in str(exc.value)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"rate_hz": 0.0}, "rate_hz"),
+        ({"max_inflight": 0}, "max_inflight"),
+        ({"jpeg_quality": 500}, "jpeg_quality"),
+        ({"max_frame_age_s": float("inf")}, "max_frame_age_s"),
+        ({"task": "dance"}, "task"),
+        ({"endpoints": ("http://user:secret@host/v1",)}, "endpoint"),
+        ({"allowed_actions": ("pick", "rm -rf")}, "allowed_actions"),
+        ({"prompt": "a\x00b"}, "prompt"),
+    ],
+)
+def test_direct_construction_is_validated_too(kwargs, needle):
+    with pytest.raises(ConfigError) as exc:
+        PerceptionConfig(**kwargs)
+    assert str(exc.value).startswith(needle)
+
+
+def test_direct_construction_normalises_types():
+    c = PerceptionConfig(backend="replay", cassette="c.jsonl", rate_hz=2, task="locate")
+    assert c.backend is BackendKind.REPLAY and c.task is Task.LOCATE
+    assert isinstance(c.rate_hz, float) and c.rate_hz == 2.0
+    assert c == PerceptionConfig.from_mapping(c.as_parameters())
+
+
 def test_cross_field_checks():
     with pytest.raises(ConfigError, match="cassette"):
         PerceptionConfig.from_mapping({"cassette_mode": "record"})

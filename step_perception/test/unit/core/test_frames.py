@@ -139,6 +139,23 @@ def test_reset_forgets_frames():
     assert gate.offer(1 * S, "after clock jump") is Decision.SEND_NOW
 
 
+def test_a_request_from_before_reset_frees_no_slot_of_a_newer_one():
+    gate, clock = make(rate_hz=1000.0)
+    assert gate.offer(1 * MS, "old") is Decision.SEND_NOW
+    old_gen = gate.generation
+    gate.reset()  # e.g. the bag looped: the clock jumped back
+    clock.now = 0
+    assert gate.offer(0, "new") is Decision.SEND_NOW
+    new_gen = gate.generation
+    assert new_gen != old_gen
+    assert gate.offer(2 * MS, "waiting") is Decision.QUEUED
+    assert gate.done(old_gen) is None  # the old request finishing late changes nothing
+    assert gate.inflight == 1 and gate.next_accept_stamp_ns() is None
+    nxt = gate.done(new_gen)
+    assert nxt is not None and nxt.payload == "waiting" and nxt.generation == new_gen
+    assert gate.inflight == 1
+
+
 def test_concurrent_offer_and_done_keep_invariants():
     gate, clock = make(rate_hz=1e3, max_inflight=1, max_frame_age_s=1e6)
     stop = threading.Event()

@@ -180,6 +180,17 @@ def test_last_qualifying_json_wins():
     assert extract_json(text) == {"objects": []}
 
 
+def test_stray_list_of_other_dicts_in_trailing_prose_does_not_win():
+    text = json.dumps(OBJ) + '\nNotes: [{"step": 1}, {"step": 2}]'
+    assert [d.label for d in parse_answer(text, STEP, IMG).detections] == ["red cube", "blue mug"]
+
+
+def test_reasoning_tags_in_any_case_are_ignored():
+    # Were the block not stripped, its (later) JSON would win as the last answer.
+    text = json.dumps(OBJ) + '<THINK>or maybe {"objects": []}</Think>'
+    assert len(parse_answer(text, STEP, IMG).detections) == 2
+
+
 # -- property tests -------------------------------------------------------------------------
 
 _json_leaf = st.one_of(

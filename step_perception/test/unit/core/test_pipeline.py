@@ -186,6 +186,28 @@ def test_query_overrides_and_deadlines(perceiver_factory):
     assert backend.requests[1].deadline == pytest.approx(107.0)
 
 
+def test_an_answer_after_the_deadline_is_never_a_result(perceiver_factory):
+    # A backend that ignores deadlines (canned) answers after the frame got too old:
+    # the perceiver itself refuses to turn it into a result or a command.
+    clock = {"t": 100.0}
+    gate = threading.Event()
+    backend = CannedBackend(json.dumps(ANSWER), gate=gate)
+    cfg = PerceptionConfig.from_mapping({"task": "command", "max_frame_age_s": 1.0})
+    p = perceiver_factory(backend, cfg, monotonic=lambda: clock["t"])
+    fut = p.submit(frame())
+    for _ in range(500):  # the request (and its deadline) is made on a worker thread
+        if backend.requests:
+            break
+        threading.Event().wait(0.01)
+    assert backend.requests and backend.requests[0].deadline == pytest.approx(101.0)
+    clock["t"] = 101.5
+    gate.set()
+    with pytest.raises(BackendTimeoutError, match="after the deadline"):
+        fut.result(timeout=10)
+    s = p.stats()
+    assert (s.backend_errors, s.completed, s.accepted_commands, s.inflight) == (1, 0, 0, 0)
+
+
 def test_update_config_applies_to_new_frames(perceiver_factory):
     backend = CannedBackend(json.dumps(ANSWER))
     p = perceiver_factory(backend)
