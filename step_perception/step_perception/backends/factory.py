@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from step_perception.backends.base import Backend
+from step_perception.core.config import BackendKind, CassetteMode, PerceptionConfig
 from step_perception.core.errors import ConfigError
 
-__all__ = ["BACKEND_KINDS", "LIVE_KINDS", "make_backend", "split_endpoints"]
+__all__ = ["BACKEND_KINDS", "LIVE_KINDS", "backend_from_config", "make_backend", "split_endpoints"]
 
 #: Backends that answer from a model.
 LIVE_KINDS = ("openai", "transformers")
@@ -105,3 +106,34 @@ def make_backend(kind: str, /, **settings: Any) -> Backend:
             live.close()
             raise
     raise ConfigError(f"unknown backend kind {kind!r}; choose one of {BACKEND_KINDS}")
+
+
+def backend_from_config(config: PerceptionConfig) -> Backend:
+    """Build the backend the node's validated config names (the node and offline tools share it).
+
+    ``cassette_mode`` wraps it: ``record`` stores every answer of the live backend,
+    ``replay`` (or ``backend: replay``) answers from the cassette alone.
+    """
+    if config.backend is BackendKind.REPLAY or config.cassette_mode is CassetteMode.REPLAY:
+        return make_backend("replay", cassette=config.cassette)
+    settings: dict[str, Any]
+    if config.backend is BackendKind.TRANSFORMERS:
+        kind = "transformers"
+        settings = {
+            "model": config.model_path or config.model,
+            "device": config.device,
+            "trust_remote_code": config.trust_remote_code,
+        }
+    else:
+        kind = "openai"
+        settings = {
+            "endpoints": config.endpoints,
+            "model": config.model,
+            "api_key_env": config.api_key_env,
+            "api_key_file": config.api_key_file,
+            "request_timeout_s": config.request_timeout_s,
+            "max_workers": max(4, 2 * config.max_inflight),
+        }
+    if config.cassette_mode is CassetteMode.RECORD:
+        return make_backend("record", cassette=config.cassette, live=kind, **settings)
+    return make_backend(kind, **settings)

@@ -185,6 +185,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "max_tokens", "int", "Max answer tokens (0 = profile default).", 0, 1_000_000, (), True
     ),
     ParamSpec("model_path", "str", "Local model folder for the transformers backend."),
+    ParamSpec("device", "str", "transformers backend device: auto, cpu, cuda or cuda:N."),
+    ParamSpec(
+        "trust_remote_code", "bool", "transformers backend: run the model folder's own code."
+    ),
 )
 
 _SPECS: dict[str, ParamSpec] = {s.name: s for s in PARAMETERS}
@@ -315,6 +319,8 @@ class PerceptionConfig:
     use_response_format: bool | None = None  # None = profile default
     max_tokens: int = 0  # 0 = profile default
     model_path: str = ""
+    device: str = "auto"
+    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         self._validate()

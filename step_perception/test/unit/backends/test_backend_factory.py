@@ -103,3 +103,54 @@ def test_bad_settings_are_config_errors(
     with pytest.raises(ConfigError, match=message):
         make_backend(kind, **settings)
     assert kind in BACKEND_KINDS or message == "unknown backend kind"
+
+
+def test_backend_from_config_builds_each_kind(tmp_path: Path) -> None:
+    from step_perception.backends.factory import backend_from_config
+    from step_perception.backends.openai import OpenAIBackend
+    from step_perception.backends.replay import CassetteBackend
+    from step_perception.core.config import PerceptionConfig
+
+    live = backend_from_config(
+        PerceptionConfig.from_mapping({"endpoint": "http://127.0.0.1:9/v1", "model": "m"})
+    )
+    try:
+        assert isinstance(live, OpenAIBackend)
+    finally:
+        live.close()
+
+    cassette = tmp_path / "c.jsonl"
+    recording = backend_from_config(
+        PerceptionConfig.from_mapping(
+            {
+                "endpoint": "http://127.0.0.1:9/v1",
+                "cassette": str(cassette),
+                "cassette_mode": "record",
+            }
+        )
+    )
+    try:
+        assert isinstance(recording, CassetteBackend)
+    finally:
+        recording.close()
+    assert cassette.exists()
+
+    replaying = backend_from_config(
+        PerceptionConfig.from_mapping({"backend": "replay", "cassette": str(cassette)})
+    )
+    try:
+        assert isinstance(replaying, CassetteBackend)
+        assert replaying.health().healthy
+    finally:
+        replaying.close()
+
+
+def test_backend_from_config_rejects_missing_cassette(tmp_path: Path) -> None:
+    from step_perception.backends.factory import backend_from_config
+    from step_perception.core.config import PerceptionConfig
+
+    cfg = PerceptionConfig.from_mapping(
+        {"backend": "replay", "cassette": str(tmp_path / "missing.jsonl")}
+    )
+    with pytest.raises(ConfigError, match="missing.jsonl"):
+        backend_from_config(cfg)
