@@ -152,5 +152,5 @@ def test_backend_from_config_rejects_missing_cassette(tmp_path: Path) -> None:
     cfg = PerceptionConfig.from_mapping(
         {"backend": "replay", "cassette": str(tmp_path / "missing.jsonl")}
     )
-    with pytest.raises(ConfigError, match="missing.jsonl"):
+    with pytest.raises(ConfigError, match=r"missing\.jsonl"):
         backend_from_config(cfg)
