@@ -10,7 +10,11 @@ else
   # The wheels' ROS prefix is the venv root; colcon's setup.sh prepends our packages to it.
   export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
   export CMAKE_PREFIX_PATH="$VIRTUAL_ENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+  # colcon's setup scripts read unset variables: allow that even under `set -u`.
+  case $- in *u*) _sp_nounset=1; set +u ;; *) _sp_nounset= ;; esac
   COLCON_CURRENT_PREFIX="$_sp_root/install" . "$_sp_root/install/setup.sh"
+  [ -n "$_sp_nounset" ] && set -u
+  unset _sp_nounset
   # Console scripts of an ament_python package live in lib/<pkg> (for `ros2 run`); put them on PATH too.
   export PATH="$_sp_root/install/step_perception/lib/step_perception:$PATH"
   export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
