@@ -23,7 +23,7 @@ demo: build  ## real perception end to end on the embedded reference model; prin
 	@scripts/demo.sh
 
 bench: build  ## run the benchmarks under bench/ and print their tables
-	@. ./env.sh && for b in bench/bench_*.py; do python "$$b"; done
+	@. ./env.sh && set -e && for b in bench/bench_*.py; do echo "== $$b"; python "$$b"; done
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build install log

@@ -1,11 +1,11 @@
 """Latency of one backend: N sequential requests with a real PNG, printed as one JSON line.
 
     # in-process, the tiny test model built on the fly (CPU here, GPU on the device machine)
-    python bench/bench_backend.py transformers --tiny --device auto --requests 20
+    python bench/latency_backend.py transformers --tiny --device auto --requests 20
     # in-process, a real model folder
-    python bench/bench_backend.py transformers --model models/xyz --device cuda
+    python bench/latency_backend.py transformers --model models/xyz --device cuda
     # a running OpenAI-compatible server
-    python bench/bench_backend.py openai --endpoint http://127.0.0.1:8000/v1 --model NAME
+    python bench/latency_backend.py openai --endpoint http://127.0.0.1:8000/v1 --model NAME
 
 Run from the repository root; PYTHONPATH is set up below.
 """
