@@ -243,11 +243,13 @@ def run_demo(opts: DemoOptions) -> DemoOutcome:
             )
             # Bag stamps are in the past: the node and the recorder run on the bag's /clock
             # (use_sim_time), as with `ros2 bag play --clock`.
-            time.sleep(3.0)  # discovery between node, recorder and player
+            # Lockstep: the next frame is played once the node answered the previous one (bag
+            # time paused meanwhile), so every frame is scored however loaded this machine is.
             procs.check_alive()
             _run_step(
                 [*cli, "replay", str(scenes_bag), "--quiet", "--reliable", "--clock",
-                 "--delay", "1.0",
+                 "--wait-for-subscribers", "20", "--lockstep", f"{ns}/detections",
+                 "--lockstep-timeout", "20",
                  "--topics", f"{ns}/image_raw", f"{ns}/camera_info", f"{ns}/depth/image_raw"],
                 "replay", env,
             )  # fmt: skip
