@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -63,6 +64,9 @@ class DemoOptions:
     namespace: str = "/camera"
     ready_timeout_s: float = 120.0
     settle_s: float = 3.0  # wait after the last frame for the last answers
+    # Lockstep replay: each frame is played once the previous one is answered (bag time paused),
+    # so every frame is scored on any machine; stamp-to-receipt latency is then not meaningful.
+    lockstep: bool = False
 
 
 @dataclass(frozen=True)
@@ -249,6 +253,8 @@ def run_demo(opts: DemoOptions) -> DemoOutcome:
             _run_step(
                 [*cli, "replay", str(scenes_bag), "--quiet", "--reliable", "--clock",
                  "--wait-for-subscribers", "20",
+                 *(["--lockstep", f"{ns}/detections", "--lockstep-timeout", "30"]
+                   if opts.lockstep else []),
                  "--topics", f"{ns}/image_raw", f"{ns}/camera_info", f"{ns}/depth/image_raw"],
                 "replay", env,
             )  # fmt: skip
@@ -276,6 +282,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--model", type=Path, default=None, help="reference model folder")
     p.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+    p.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="replay frame by frame, each after the previous answer (quality runs; latency void)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -285,11 +296,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_arguments(p)
     args = p.parse_args(argv)
-    opts = DemoOptions(out=args.out, scenes=args.scenes, seed=args.seed, port=args.port)
+    opts = DemoOptions(
+        out=args.out, scenes=args.scenes, seed=args.seed, port=args.port, lockstep=args.lockstep
+    )
     if args.model is not None:
-        opts = DemoOptions(
-            out=args.out, scenes=args.scenes, seed=args.seed, port=args.port, model_dir=args.model
-        )
+        opts = dataclasses.replace(opts, model_dir=args.model)
     try:
         outcome = run_demo(opts)
     except DemoError as err:
