@@ -69,7 +69,13 @@ def _samples() -> list[Any]:
     )
     scene = msgs.SceneDescription(header=_header(), summary="two cubes", objects=[_detection(0)])
     scene.relations = [rel]
-    return [msgs.BoundingBox2D(center_x=1.0, center_y=2.0, size_x=3.0, size_y=4.0), _detection(7), arr, rel, scene]
+    return [
+        msgs.BoundingBox2D(center_x=1.0, center_y=2.0, size_x=3.0, size_y=4.0),
+        _detection(7),
+        arr,
+        rel,
+        scene,
+    ]
 
 
 def _spin_until(executor: SingleThreadedExecutor, done: threading.Event, timeout: float) -> None:

@@ -1,0 +1,136 @@
+"""Launch step_perception: one perception node per camera.
+
+    ros2 launch step_perception perception.launch.py
+    ros2 launch step_perception perception.launch.py cameras:=front,wrist namespace:=/robot \
+        endpoint:=http://gpu-box:8000/v1 image_topic:=color/image_raw
+
+Each camera gets its own node in ``<namespace>/<camera>`` reading that namespace's
+``image_raw``, ``camera_info`` and ``depth/image_raw`` (remappable below). The
+node is a lifecycle node with ``autostart`` on, so it needs no lifecycle manager.
+
+Large images over Fast DDS need ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA``: this
+file sets it for the nodes it starts. Set it for your camera driver as well
+(e.g. in the shell that launches it), or best-effort 1080p frames are lost.
+"""
+
+from __future__ import annotations
+
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+PACKAGE = "step_perception"
+EXECUTABLE = "perception_node"
+NODE_NAME = "step_perception"
+#: The default parameter file, relative to the package share (and source) folder.
+PARAMS_FILE = ("config", "params.yaml")
+
+#: Launch arguments that override a node parameter when not empty: argument -> parameter.
+PARAMETER_ARGUMENTS = {
+    "endpoint": "endpoint",
+    "model": "model",
+    "model_profile": "model_profile",
+}
+
+#: Remappable camera topics: launch argument -> (node topic, default target).
+TOPIC_ARGUMENTS = {
+    "image_topic": ("image_raw", "image_raw"),
+    "compressed_image_topic": ("image_raw/compressed", "image_raw/compressed"),
+    "camera_info_topic": ("camera_info", "camera_info"),
+    "depth_topic": ("depth/image_raw", "depth/image_raw"),
+}
+
+ARGUMENTS = (
+    ("namespace", "", "Namespace of the node(s), e.g. /robot. Cameras go below it."),
+    (
+        "cameras",
+        "",
+        "Comma separated camera namespaces, one node each (e.g. front,wrist); "
+        "empty = one node directly in `namespace`.",
+    ),
+    (
+        "params_file",
+        "",
+        "YAML parameter file (`/**: ros__parameters:` form); empty = the package's "
+        "config/params.yaml.",
+    ),
+    ("endpoint", "", "OpenAI-compatible base URL(s), comma separated; empty = from params_file."),
+    ("model", "", "Model name as the server knows it; empty = from params_file."),
+    (
+        "model_profile",
+        "",
+        "Model profile (step3p7, qwen3_vl, qwen2_5_vl, generic, gemini); empty = from params_file.",
+    ),
+    ("use_sim_time", "false", "Use /clock (bag replay) instead of the system clock."),
+    (
+        "image_topic",
+        "image_raw",
+        "Colour image topic (sensor_msgs/Image), relative to each camera namespace.",
+    ),
+    (
+        "compressed_image_topic",
+        "image_raw/compressed",
+        "Compressed colour topic (image_transport:=compressed), relative to each camera.",
+    ),
+    ("camera_info_topic", "camera_info", "CameraInfo topic, relative to each camera namespace."),
+    ("depth_topic", "depth/image_raw", "Aligned depth topic (used when use_depth is true)."),
+    (
+        "fastdds_transports",
+        "LARGE_DATA",
+        "FASTDDS_BUILTIN_TRANSPORTS for the nodes (LARGE_DATA lets large images through).",
+    ),
+    ("log_level", "info", "Log level of the node(s)."),
+)
+
+
+def _join_ns(*parts: str) -> str:
+    names = [p.strip("/") for p in parts if p.strip("/")]
+    return "/" + "/".join(names) if names else ""
+
+
+def _nodes(context: LaunchContext) -> list[Node]:
+    def arg(name: str) -> str:
+        return LaunchConfiguration(name).perform(context).strip()
+
+    params_file = arg("params_file") or PathJoinSubstitution(
+        [FindPackageShare(PACKAGE), *PARAMS_FILE]
+    ).perform(context)
+    overrides: dict[str, object] = {
+        param: arg(name) for name, param in PARAMETER_ARGUMENTS.items() if arg(name)
+    }
+    overrides["use_sim_time"] = arg("use_sim_time").lower() in ("true", "1", "yes")
+    remappings = [
+        (topic, arg(name) or default) for name, (topic, default) in TOPIC_ARGUMENTS.items()
+    ]
+    cameras = [c.strip() for c in arg("cameras").split(",") if c.strip()] or [""]
+    return [
+        Node(
+            package=PACKAGE,
+            executable=EXECUTABLE,
+            name=NODE_NAME,
+            namespace=_join_ns(arg("namespace"), camera),
+            parameters=[params_file, overrides],
+            remappings=remappings,
+            arguments=["--ros-args", "--log-level", arg("log_level") or "info"],
+            output="screen",
+            emulate_tty=True,
+        )
+        for camera in cameras
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    return LaunchDescription(
+        [
+            *(
+                DeclareLaunchArgument(name, default_value=default, description=description)
+                for name, default, description in ARGUMENTS
+            ),
+            SetEnvironmentVariable(
+                "FASTDDS_BUILTIN_TRANSPORTS", LaunchConfiguration("fastdds_transports")
+            ),
+            OpaqueFunction(function=_nodes),
+        ]
+    )
