@@ -32,7 +32,10 @@ def main(argv: list[str]) -> int:
     time.sleep(seconds)
     camera.stop()
     print(len(camera.sent), flush=True)
+    # Stop the spin thread before tearing the node down: a thread still inside rcl's wait
+    # while the middleware is destroyed ends the process with std::terminate (seen in CI).
     executor.shutdown(timeout_sec=1.0)
+    spinner.join(timeout=5.0)
     node.destroy_node()
     rclpy.try_shutdown()
     return 0
