@@ -28,7 +28,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Literal, Self, cast
 
 import cv2
 import numpy as np
@@ -66,6 +66,7 @@ __all__ = [
     "DETECTIONS_TYPE",
     "SCENE_TYPE",
     "BagError",
+    "BagWriterBase",
     "CameraTopics",
     "SceneBagWriter",
     "SceneFrame",
@@ -360,7 +361,30 @@ def _depth_from_msg(msg: Any) -> npt.NDArray[np.uint16]:
 # --------------------------------------------------------------------------- writing scenes
 
 
-class SceneBagWriter:
+class BagWriterBase:
+    """Owns an open rosbags ``Writer``; ``close`` or leaving ``with`` finishes the bag."""
+
+    _writer: Writer
+
+    def close(self) -> None:
+        """Finish the bag (writes the index and ``metadata.yaml``). Idempotent."""
+        if self._writer.storage is not None:
+            self._writer.close()
+            self._writer.storage = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class SceneBagWriter(BagWriterBase):
     """Writes camera frames with depth, intrinsics and ground truth to a new bag.
 
     Every message of a frame carries the same header (stamp, ``frame_id``) and is
@@ -457,23 +481,6 @@ class SceneBagWriter:
             conn, msg = self._conn[role], msgs[role]
             self._writer.write(conn, stamp_ns, self._store.serialize_cdr(msg, conn.msgtype))
         self.frames += 1
-
-    def close(self) -> None:
-        """Finish the bag (writes the index and ``metadata.yaml``). Idempotent."""
-        if self._writer.storage is not None:
-            self._writer.close()
-            self._writer.storage = None
-
-    def __enter__(self) -> SceneBagWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 # --------------------------------------------------------------------------- reading

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import yaml
@@ -50,6 +49,7 @@ from step_perception.tools.bags import (
     DETECTIONS_TYPE,
     MSGS_PACKAGE,
     SCENE_TYPE,
+    BagWriterBase,
     CameraTopics,
     SceneFrame,
     Storage,
@@ -151,7 +151,7 @@ def _relation_msgs(relations: Sequence[Relation]) -> list[Any]:
     ]
 
 
-class OutputBagWriter:
+class OutputBagWriter(BagWriterBase):
     """Writes results as ``/detections`` (ObjectDetectionArray) and ``/scene`` (SceneDescription).
 
     The topics are those the node publishes, under ``namespace``.
@@ -183,23 +183,6 @@ class OutputBagWriter:
         )
         self._writer.write(self._scene, log_ns, self._store.serialize_cdr(scene, SCENE_TYPE))
         self.messages += 2
-
-    def close(self) -> None:
-        """Finish the bag. Idempotent."""
-        if self._writer.storage is not None:
-            self._writer.close()
-            self._writer.storage = None
-
-    def __enter__(self) -> OutputBagWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 # --------------------------------------------------------------------------- oracle cassette
