@@ -28,7 +28,6 @@ from rclpy.clock_type import ClockType
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
-from rclpy.signals import SignalHandlerOptions
 from rich.console import Console
 from rich.markup import escape
 from rosbags.interfaces import Connection
@@ -36,6 +35,7 @@ from rosbags.rosbag2 import Writer
 
 from step_perception.tools.bags import BagError, Storage, open_writer, typestore
 from step_perception.tools.replay import matching_qos, message_class
+from step_perception.tools.ros_context import ros_context
 
 __all__ = ["OUTPUT_TOPICS", "RecordOptions", "RecordStats", "Recorder", "record", "resolve"]
 
@@ -201,11 +201,7 @@ def record(
     initialised nor shut down here).
     """
     stop = stop or threading.Event()
-    own = context is None
-    ctx = Context() if context is None else context
-    if own:
-        rclpy.init(context=ctx, signal_handler_options=SignalHandlerOptions.NO)
-    try:
+    with ros_context(context) as ctx:
         recorder = Recorder(opts, ctx, console)
         try:
             end = None if opts.duration_s is None else time.monotonic() + opts.duration_s
@@ -231,6 +227,3 @@ def record(
         finally:
             recorder.close()
         return RecordStats(path=recorder.path, counts=dict(recorder.counts))
-    finally:
-        if own:
-            ctx.try_shutdown()

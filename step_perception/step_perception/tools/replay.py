@@ -25,7 +25,6 @@ from rclpy.qos import (
     QoSProfile,
     ReliabilityPolicy,
 )
-from rclpy.signals import SignalHandlerOptions
 from rich.console import Console
 from rich.markup import escape
 from rosbags.interfaces import Connection
@@ -33,6 +32,7 @@ from rosbags.rosbag2 import ReaderError
 
 from step_perception.tools.bags import BagError, header_stamp_ns, open_reader
 from step_perception.tools.cli import progress_bar
+from step_perception.tools.ros_context import ros_context
 
 __all__ = ["ReplayOptions", "ReplayStats", "matching_qos", "message_class", "replay"]
 
@@ -187,87 +187,82 @@ def replay(
     initialised nor shut down here).
     """
     stop = stop or threading.Event()
-    own = context is None
-    ctx = Context() if context is None else context
-    if own:
-        rclpy.init(context=ctx, signal_handler_options=SignalHandlerOptions.NO)
-    node = rclpy.create_node(opts.node_name, context=ctx)
-    try:
-        with open_reader(opts.bag) as reader:
-            conns = _select(reader.connections, opts.topics, opts.bag)
-            reliability = (
-                ReliabilityPolicy.RELIABLE if opts.reliable else ReliabilityPolicy.BEST_EFFORT
-            )
-            qos = QoSProfile(
-                history=HistoryPolicy.KEEP_LAST,
-                depth=opts.depth,
-                reliability=reliability,
-                durability=DurabilityPolicy.VOLATILE,
-            )
-            pubs: dict[int, Any] = {}
-            by_topic: dict[str, Any] = {}
-            for c in conns:
-                if c.topic not in by_topic:
-                    out_topic = opts.remap.get(c.topic, c.topic)
-                    by_topic[c.topic] = node.create_publisher(
-                        message_class(c.msgtype), out_topic, qos
-                    )
-                pubs[c.id] = by_topic[c.topic]
-            clock_pub = None
-            if opts.clock_hz is not None:
-                clock_cls = message_class("rosgraph_msgs/msg/Clock")
-                clock_pub = node.create_publisher(clock_cls, "/clock", QoSProfile(depth=1))
-            per_pass = sum(c.msgcount for c in conns)
-            unmatched = _wait_for_subscribers(by_topic, opts.wait_subscribers_s, stop)
-            if unmatched and opts.wait_subscribers_s > 0 and console is not None:
-                console.print(f"[yellow]no subscriber yet on {escape(', '.join(unmatched))}")
-            lockstep = None
-            if opts.lockstep_output is not None:
-                if opts.lockstep_input not in {c.topic for c in conns}:
-                    raise BagError(
-                        f"lockstep: {opts.lockstep_input} is not among the played topics"
-                    )
-                lockstep = _Lockstep(node, opts, stop)
-            stop.wait(max(0.0, opts.delay_s))
-            player = _Player(opts, pubs, clock_pub, stop, lockstep)
-            progress = None
-            if console is not None:
-                progress = progress_bar(console, total=not opts.loop)
-                progress.start()
-                task = progress.add_task(
-                    f"replay {opts.bag}", total=None if opts.loop else per_pass
+    with ros_context(context) as ctx:
+        node = rclpy.create_node(opts.node_name, context=ctx)
+        try:
+            with open_reader(opts.bag) as reader:
+                conns = _select(reader.connections, opts.topics, opts.bag)
+                reliability = (
+                    ReliabilityPolicy.RELIABLE if opts.reliable else ReliabilityPolicy.BEST_EFFORT
                 )
-            passes = 0
-            try:
-                while not stop.is_set():
-                    passes += 1
-                    for conn, log_ns, raw in reader.messages(connections=conns):
-                        if not player.play(conn, log_ns, raw):
+                qos = QoSProfile(
+                    history=HistoryPolicy.KEEP_LAST,
+                    depth=opts.depth,
+                    reliability=reliability,
+                    durability=DurabilityPolicy.VOLATILE,
+                )
+                pubs: dict[int, Any] = {}
+                by_topic: dict[str, Any] = {}
+                for c in conns:
+                    if c.topic not in by_topic:
+                        out_topic = opts.remap.get(c.topic, c.topic)
+                        by_topic[c.topic] = node.create_publisher(
+                            message_class(c.msgtype), out_topic, qos
+                        )
+                    pubs[c.id] = by_topic[c.topic]
+                clock_pub = None
+                if opts.clock_hz is not None:
+                    clock_cls = message_class("rosgraph_msgs/msg/Clock")
+                    clock_pub = node.create_publisher(clock_cls, "/clock", QoSProfile(depth=1))
+                per_pass = sum(c.msgcount for c in conns)
+                unmatched = _wait_for_subscribers(by_topic, opts.wait_subscribers_s, stop)
+                if unmatched and opts.wait_subscribers_s > 0 and console is not None:
+                    console.print(f"[yellow]no subscriber yet on {escape(', '.join(unmatched))}")
+                lockstep = None
+                if opts.lockstep_output is not None:
+                    if opts.lockstep_input not in {c.topic for c in conns}:
+                        raise BagError(
+                            f"lockstep: {opts.lockstep_input} is not among the played topics"
+                        )
+                    lockstep = _Lockstep(node, opts, stop)
+                stop.wait(max(0.0, opts.delay_s))
+                player = _Player(opts, pubs, clock_pub, stop, lockstep)
+                progress = None
+                if console is not None:
+                    progress = progress_bar(console, total=not opts.loop)
+                    progress.start()
+                    task = progress.add_task(
+                        f"replay {opts.bag}", total=None if opts.loop else per_pass
+                    )
+                passes = 0
+                try:
+                    while not stop.is_set():
+                        passes += 1
+                        for conn, log_ns, raw in reader.messages(connections=conns):
+                            if not player.play(conn, log_ns, raw):
+                                break
+                            if progress is not None:
+                                progress.advance(task)
+                        player.finish_frame()
+                        player.restart()
+                        if not opts.loop:
                             break
-                        if progress is not None:
-                            progress.advance(task)
-                    player.finish_frame()
-                    player.restart()
-                    if not opts.loop:
-                        break
-            except ReaderError as err:
-                raise BagError(f"cannot read bag {opts.bag}: {err}") from err
-            finally:
-                if progress is not None:
-                    progress.stop()
-                if lockstep is not None:
-                    lockstep.close()
-            stop.wait(max(0.0, opts.linger_s))
-            return ReplayStats(
-                messages=player.sent,
-                passes=passes,
-                answered=lockstep.answered if lockstep is not None else 0,
-                unanswered=lockstep.unanswered if lockstep is not None else 0,
-            )
-    finally:
-        node.destroy_node()
-        if own:
-            ctx.try_shutdown()
+                except ReaderError as err:
+                    raise BagError(f"cannot read bag {opts.bag}: {err}") from err
+                finally:
+                    if progress is not None:
+                        progress.stop()
+                    if lockstep is not None:
+                        lockstep.close()
+                stop.wait(max(0.0, opts.linger_s))
+                return ReplayStats(
+                    messages=player.sent,
+                    passes=passes,
+                    answered=lockstep.answered if lockstep is not None else 0,
+                    unanswered=lockstep.unanswered if lockstep is not None else 0,
+                )
+        finally:
+            node.destroy_node()
 
 
 def _wait_for_subscribers(
