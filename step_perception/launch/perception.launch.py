@@ -26,6 +26,8 @@ EXECUTABLE = "perception_node"
 NODE_NAME = "step_perception"
 #: The default parameter file, relative to the package share (and source) folder.
 PARAMS_FILE = ("config", "params.yaml")
+#: Fast DDS XML profiles (100 ms writer heartbeat), relative to the package share folder.
+FASTDDS_PROFILES = ("config", "fastdds.xml")
 
 #: Launch arguments that override a node parameter when not empty: argument -> parameter.
 PARAMETER_ARGUMENTS = {
@@ -130,6 +132,12 @@ def generate_launch_description() -> LaunchDescription:
             ),
             SetEnvironmentVariable(
                 "FASTDDS_BUILTIN_TRANSPORTS", LaunchConfiguration("fastdds_transports")
+            ),
+            # 100 ms writer heartbeat: large reliable samples that lose a fragment are repaired
+            # within 0.1 s instead of Fast DDS's default 3 s (see config/fastdds.xml).
+            SetEnvironmentVariable(
+                "FASTRTPS_DEFAULT_PROFILES_FILE",
+                PathJoinSubstitution([FindPackageShare(PACKAGE), *FASTDDS_PROFILES]),
             ),
             OpaqueFunction(function=_nodes),
         ]
