@@ -77,16 +77,27 @@ def _diag_values(diags: Any, name: str) -> dict[str, str]:
     return {}
 
 
-def test_throttles_30fps_to_rate_hz(tester: Any, launch: Any, cassette: Any) -> None:
-    """30 fps in, rate_hz 3 out (by stamp time), drops reported on /diagnostics."""
+def test_throttles_30fps_to_rate_hz(tester: Any, launch: Any, model_server: Any) -> None:
+    """30 fps in, rate_hz 3 out (by stamp time), drops reported on /diagnostics.
+
+    Small frames (160x120): the throttle is under test, not DDS bandwidth. With 640x480 reliable
+    frames at 30 fps this 2-core machine itself stalled for 1-3 s at random (a CI run failed on it).
+    """
     from diagnostic_msgs.msg import DiagnosticArray
 
     msg = _msgs()
     ns = "/it_throttle"
     dets = Collector(tester, msg.ObjectDetectionArray, f"{ns}/detections")
     diags = Collector(tester, DiagnosticArray, "/diagnostics")
-    node = launch(ns, _replay(cassette, rate_hz=3.0))
-    camera = Camera(tester, f"{ns}/image_raw", fps=30.0, reliable=True)
+    node = launch(ns, _live(model_server, rate_hz=3.0))
+    camera = Camera(tester, f"{ns}/image_raw", fps=30.0, reliable=True, width=160, height=120)
+    # Warm up first: a node's first request (lazy imports, thread pools, first JPEG encode) took
+    # about 2 s in a fresh CI clone, which showed as one long gap in the window measured below.
+    assert camera.wait_matched()
+    camera.publish_one()
+    assert dets.wait(1, 15.0), "warm-up frame not answered"
+    dets.clear()
+    camera.sent.clear()
     with running(camera):
         time.sleep(4.0)
     sent = camera.sent
@@ -94,7 +105,12 @@ def test_throttles_30fps_to_rate_hz(tester: Any, launch: Any, cassette: Any) -> 
     got = dets.wait(1, 2.0)
     assert len(sent) >= 90, len(sent)
     # At most rate * span + 1 frames in any span of stamp time; nearly that many here.
-    assert 3 * span_s - 3 <= len(got) <= 3 * span_s + 1, (len(got), span_s, _gaps_s(got))
+    assert 3 * span_s - 3 <= len(got) <= 3 * span_s + 1, (
+        len(got),
+        span_s,
+        _gaps_s(got),
+        _diag_values(diags, node.name),
+    )
     _assert_rate_bound(got, 3.0)
     assert wait_for(lambda: int(_diag_values(diags, node.name).get("drops_rate", "0")) > 20, 3.0)
     values = _diag_values(diags, node.name)
