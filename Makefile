@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
 
-.PHONY: help build test lint demo bench clean
+.PHONY: help build smg test lint demo bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -12,7 +12,10 @@ help:  ## list targets
 build:  ## create .venv (ROS 2 Jazzy wheels + deps) and colcon-build the workspace
 	@scripts/setup.sh
 
-test: build  ## set up, then run lint, type checks and the whole test suite
+smg: ## install the smg gateway into .venv-smg (idempotent; the fleet test and bench use it)
+	@scripts/setup_smg.sh
+
+test: build smg  ## set up, then run lint, type checks and the whole test suite
 	@$(MAKE) --no-print-directory lint
 	@scripts/test.sh $(PYTEST_ARGS)
 
