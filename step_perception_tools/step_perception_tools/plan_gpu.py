@@ -231,7 +231,7 @@ GPUS: dict[str, GpuSpec] = {
 
 
 def unified_memory_gpu(size_gb: float) -> GpuSpec:
-    """A unified-memory machine (Mac Studio, GB10-class) of ``size_gb`` GB: one device."""
+    """Return a unified-memory machine (Mac Studio, GB10-class) of ``size_gb`` GB: one device."""
     if not size_gb > 0:
         raise PlanError(f"unified memory size must be > 0 GB, got {size_gb}")
     return GpuSpec(
@@ -265,7 +265,7 @@ class AttentionLayers:
     latent_dim: int = 0  # MLA: kv_lora_rank + qk_rope_head_dim
 
     def elements_per_token(self) -> int:
-        """Cached elements of one token in one layer of this group."""
+        """Return the cached elements of one token in one layer of this group."""
         if self.kind is KvKind.MLA:
             return self.latent_dim
         return 2 * self.kv_heads * self.head_dim
@@ -535,7 +535,7 @@ _KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0}
 
 
 def render_text(p: Plan) -> str:
-    """A table that fits one screen."""
+    """Render the plan as a table that fits one screen."""
     size = f" sent {p.send_size[0]}x{p.send_size[1]}," if p.send_size else ""
     scope = "every weight" if p.quantize_all else "as published checkpoints"
     lines = [
@@ -565,7 +565,7 @@ def render_text(p: Plan) -> str:
 
 
 def render_json(p: Plan) -> str:
-    """The plan as JSON (every field of ``Plan`` and its rows)."""
+    """Render the plan as JSON (every field of ``Plan`` and its rows)."""
     return json.dumps(asdict(p), indent=2)
 
 
@@ -583,7 +583,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``plan-gpu`` subcommand's options."""
+    """Add the ``plan-gpu`` subcommand's options to ``parser``."""
     parser.add_argument("--model", default="step3p7-flash", choices=sorted(PRESETS))
     parser.add_argument("--dtype", default="fp8", choices=sorted(FORMATS), help="weight format")
     parser.add_argument(
