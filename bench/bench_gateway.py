@@ -30,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,7 +82,7 @@ def _node_params(endpoint: str, inflight: int) -> dict[str, object]:
 def _run_case(
     ros: Any,
     case: str,
-    endpoint: Callable[[], str],
+    endpoint: str,
     workers: list[Worker],
     args: argparse.Namespace,
     logs: Path,
@@ -90,11 +90,11 @@ def _run_case(
 ) -> Result:
     from ros_harness import Camera, Collector, start_node, wait_for
 
-    from step_perception_msgs.msg import ObjectDetectionArray
+    from step_perception_msgs.msg import ObjectDetectionArray  # type: ignore[attr-defined]
 
     tester = ros.node(f"bench_{case.replace('-', '_')}")
     ns = f"/bench_{case.replace('-', '_')}"
-    node = start_node(tester, ns, _node_params(endpoint(), args.inflight), logs)
+    node = start_node(tester, ns, _node_params(endpoint, args.inflight), logs)
     try:
         got = Collector(tester, ObjectDetectionArray, f"{ns}/detections")
         camera = Camera(tester, f"{ns}/image_raw", fps=30.0, reliable=True).start()
@@ -149,7 +149,7 @@ def _bench(args: argparse.Namespace, logs: Path) -> list[Result]:
                     url = gateway.url
                 else:
                     url = ",".join(f"{w.url}/v1" for w in workers)
-                results.append(_run_case(ros, case, lambda u=url: u, workers, args, logs, kill))
+                results.append(_run_case(ros, case, url, workers, args, logs, kill))
                 print(json.dumps(asdict(results[-1])), flush=True)
             finally:
                 if gateway is not None:
