@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_support import Gateway, Worker, smg_binary, start_fleet, stop_fleet
+from gateway_support import (
+    Gateway,
+    Worker,
+    listening_addresses,
+    smg_binary,
+    start_fleet,
+    stop_fleet,
+)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -90,3 +97,6 @@ def test_node_rides_through_a_dead_worker_and_it_rejoins(
     assert boxes, "answers came back without the test frames' objects"
     metrics = gateway.metrics()
     assert "smg_" in metrics, metrics[:500]
+    # the gateway and its metrics listener (which defaults to 0.0.0.0) listen on loopback only
+    assert listening_addresses(gateway.port) == {"127.0.0.1"}
+    assert listening_addresses(gateway.metrics_port) == {"127.0.0.1"}
