@@ -12,7 +12,8 @@ The seed's arithmetic as a tool, with the overheads it leaves out:
   the memory.
 * **KV cache**: per token and layer ``2 x kv_heads x head_dim x bytes`` (MLA: the compressed
   latent plus its RoPE part), a sliding-window layer holding at most ``window`` tokens, times
-  the tokens of one sequence (prompt incl. image tokens + answer) times concurrent sequences.
+  the tokens of one sequence (prompt incl. image tokens + answer) times concurrent sequences;
+  on more GPUs than KV heads the heads are replicated, and an MLA latent is on every GPU.
 * **Runtime headroom**: a fixed fraction of each GPU is left for activations, CUDA graphs,
   NCCL buffers and the allocator (``DEFAULT_HEADROOM``, documented there).
 
@@ -409,12 +410,23 @@ def weight_bytes(model: ModelSpec, fmt: WeightFormat, *, quantize_all: bool = Fa
     return quantized * fmt.bits_per_weight / 8 + model.kept_bf16_params * 2
 
 
-def kv_bytes_per_sequence(model: ModelSpec, seq_len: int, kv_bytes: float) -> float:
-    """KV cache of one ``seq_len``-token sequence, every layer group counted."""
-    return sum(
-        g.layers * g.elements_per_token() * g.cached_tokens(seq_len) * kv_bytes
-        for g in model.attention
-    )
+def kv_bytes_per_sequence(
+    model: ModelSpec, seq_len: int, kv_bytes: float, tensor_parallel: int = 1
+) -> float:
+    """KV cache of one ``seq_len``-token sequence over all GPUs, every layer group counted.
+
+    Tensor parallel splits KV heads over the GPUs, but each GPU keeps at least one: beyond
+    ``kv_heads`` GPUs the heads are replicated (vLLM's ``get_num_kv_heads``). An MLA latent is
+    not split at all, so every GPU holds a copy.
+    """
+    total = 0.0
+    for g in model.attention:
+        if g.kind is KvKind.MLA:
+            copies = float(tensor_parallel)
+        else:
+            copies = max(1.0, tensor_parallel / g.kv_heads)
+        total += g.layers * g.elements_per_token() * g.cached_tokens(seq_len) * kv_bytes * copies
+    return total
 
 
 @dataclass(frozen=True)
@@ -453,20 +465,22 @@ class Plan:
     notes: tuple[str, ...] = field(default=())
 
 
-def _fit(gpu: GpuSpec, need_bytes: float, headroom: float, max_gpus: int) -> GpuFit:
+def _fit(
+    gpu: GpuSpec, need_bytes: Callable[[int], float], headroom: float, max_gpus: int
+) -> GpuFit:
     usable = gpu.memory_bytes * (1.0 - headroom)
     counts = [1] if not gpu.multi_gpu else [n for n in (1, 2, 4, 8, 16, 32) if n <= max_gpus]
     for n in counts:
-        if need_bytes <= n * usable:
+        if need_bytes(n) <= n * usable:
             return GpuFit(
-                gpu.name, gpu.memory_bytes / GB, n, True, need_bytes / n / GB, usable / GB
+                gpu.name, gpu.memory_bytes / GB, n, True, need_bytes(n) / n / GB, usable / GB
             )
     reason = (
         "one device only (unified memory)" if not gpu.multi_gpu else f"more than {counts[-1]} GPUs"
     )
     n = counts[-1]
     return GpuFit(
-        gpu.name, gpu.memory_bytes / GB, 0, False, need_bytes / n / GB, usable / GB, reason
+        gpu.name, gpu.memory_bytes / GB, 0, False, need_bytes(n) / n / GB, usable / GB, reason
     )
 
 
@@ -507,7 +521,12 @@ def plan(
     kv_seq = kv_bytes_per_sequence(model, seq_len, _KV_BYTES[kv_dtype])
     kv_total = kv_seq * concurrent_sequences
     need = weights + kv_total
-    rows = tuple(_fit(g, need, headroom, max_gpus) for g in gpus)
+
+    def need_on(n: int) -> float:  # KV heads replicate once n exceeds them
+        kv_n = kv_bytes_per_sequence(model, seq_len, _KV_BYTES[kv_dtype], n)
+        return weights + kv_n * concurrent_sequences
+
+    rows = tuple(_fit(g, need_on, headroom, max_gpus) for g in gpus)
     return Plan(
         model=model.name,
         weight_format=fmt.name,

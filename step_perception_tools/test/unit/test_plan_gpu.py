@@ -124,6 +124,16 @@ def test_mla_layers_cache_the_latent() -> None:
         max_context=1 << 20,
     )
     assert pg.kv_bytes_per_sequence(mla, 10, 2.0) == 61 * 576 * 10 * 2
+    assert pg.kv_bytes_per_sequence(mla, 10, 2.0, tensor_parallel=8) == 8 * 61 * 576 * 10 * 2
+
+
+def test_kv_heads_replicate_beyond_tensor_parallel() -> None:
+    qwen = pg.PRESETS["qwen2.5-vl-7b"]  # 4 KV heads
+    one = pg.kv_bytes_per_sequence(qwen, 1000, 2.0)
+    assert pg.kv_bytes_per_sequence(qwen, 1000, 2.0, tensor_parallel=4) == one
+    assert pg.kv_bytes_per_sequence(qwen, 1000, 2.0, tensor_parallel=8) == 2 * one
+    # Step-3.7-Flash has 8 KV heads: no replication up to TP 8
+    assert pg.kv_bytes_per_sequence(STEP, 1000, 2.0, 8) == pg.kv_bytes_per_sequence(STEP, 1000, 2.0)
 
 
 def test_kv_scales_with_sequences_and_image_tokens() -> None:
