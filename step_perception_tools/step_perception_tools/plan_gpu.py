@@ -27,10 +27,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
+from step_perception.core.errors import ConfigError, StepPerceptionError
 from step_perception.core.imaging import target_size
 
 __all__ = [
@@ -73,8 +75,8 @@ ImageTokenFn = Callable[[int, int], int]
 """Image tokens of one image sent at (width, height): a model profile's token function."""
 
 
-class PlanError(ValueError):
-    """Bad planner input (unknown preset, format or GPU; impossible numbers)."""
+class PlanError(ConfigError):
+    """Bad planner input (impossible numbers, a sequence longer than the model's context)."""
 
 
 # --------------------------------------------------------------------------- weight formats
@@ -673,8 +675,8 @@ def run(args: argparse.Namespace, image_tokens: ImageTokenFn | None = None) -> i
             quantize_all=args.quantize_all,
             send_size=send if send != (0, 0) else None,
         )
-    except (PlanError, ValueError) as err:
-        print(f"plan-gpu: {err}")
+    except StepPerceptionError as err:
+        print(f"plan-gpu: {err}", file=sys.stderr)
         return 2
     print(render_json(result) if args.json else render_text(result), end="")
     return 0

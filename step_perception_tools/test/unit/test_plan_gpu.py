@@ -254,4 +254,4 @@ def test_injected_token_function_sees_the_send_size(capsys: pytest.CaptureFixtur
 
 def test_bad_cli_input_returns_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert pg.run(_args("--concurrency", "0")) == 2
-    assert "concurrent sequences" in capsys.readouterr().out
+    assert "concurrent sequences" in capsys.readouterr().err
