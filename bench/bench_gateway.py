@@ -14,8 +14,9 @@ Cases, each measured in the same run:
 
 Throughput is answers per second published on ``detections`` over ``--seconds`` after a warm-up.
 The failover rows kill one of the two workers (SIGKILL) mid-run and report the longest time
-without a published answer from the kill until ``--seconds`` later. Needs ``make smg`` and the
-ROS environment:
+without a published answer from the kill until ``--seconds`` later; then the worker is started
+again on its port and the row reports how long until it answers a request again. Needs
+``make smg`` and the ROS environment:
 
     . ./env.sh && ROS_DOMAIN_ID=46 python bench/bench_gateway.py
 """
@@ -53,6 +54,7 @@ class Result:
     answered: int
     share: str  # answers per worker over the case, "a/b"
     max_gap_s: float | None = None  # failover cases only
+    rejoin_s: float | None = None  # failover cases: restart (healthy) -> its first answer
 
 
 @contextmanager
@@ -109,14 +111,21 @@ def _run_case(
             time.sleep(args.seconds)
             t1 = time.monotonic()
             after = [w.answered() for w in workers]
+            dead = [w.proc is None for w in workers]
+            rejoin = None
+            if kill:  # bring it back on the same port: how long until it answers again
+                workers[0].start()
+                t_up = time.monotonic()
+                if wait_for(lambda: workers[0].answered() > 0, 30.0, step=0.01):
+                    rejoin = round(time.monotonic() - t_up, 2)
         finally:
             camera.stop()
         times = [t for t, _ in got.timed if t0 <= t <= t1]
         edges = [t0, *times, t1]
         gap = max(b - a for a, b in itertools.pairwise(edges))
         share = "/".join(
-            str(max(0, a - b)) if w.proc is not None else f"{max(0, a - b)}+killed"
-            for w, a, b in zip(workers, after, before, strict=True)
+            "killed" if d else str(max(0, a - b))
+            for d, a, b in zip(dead, after, before, strict=True)
         )
         return Result(
             case,
@@ -125,6 +134,7 @@ def _run_case(
             len(times),
             share,
             round(gap, 2) if kill else None,
+            rejoin,
         )
     finally:
         node.stop()
@@ -186,14 +196,21 @@ def main() -> None:
         f"\nworker: {args.service_ms:g} ms per answer, {args.slots} at once; node max_inflight "
         f"{args.inflight}; {args.seconds:g} s per case; {args.repeat} round(s), medians\n"
     )
-    print("| case | workers | answers/s | answers per worker | longest gap after kill |")
-    print("|---|---|---|---|---|")
+    print(
+        "| case | workers | answers/s | answers per worker | longest gap after kill "
+        "| restarted worker's first answer |"
+    )
+    print("|---|---|---|---|---|---|")
     for i, case in enumerate(args.cases):
         rs = [r[i] for r in rounds]
         rate = statistics.median(r.answers_per_s for r in rs)
         gaps = [r.max_gap_s for r in rs if r.max_gap_s is not None]
         gap = f"{statistics.median(gaps):.2f} s" if gaps else ""
-        print(f"| {case} | {rs[0].workers} | {rate:.2f} | {rs[-1].share} | {gap} |")
+        rejoins = [r.rejoin_s for r in rs if r.rejoin_s is not None]
+        back = f"after {statistics.median(rejoins):.2f} s" if rejoins else ""
+        if any(r.max_gap_s is not None and r.rejoin_s is None for r in rs):
+            back = "never (in 30 s)"
+        print(f"| {case} | {rs[0].workers} | {rate:.2f} | {rs[-1].share} | {gap} | {back} |")
 
 
 if __name__ == "__main__":
