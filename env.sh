@@ -16,7 +16,10 @@ else
   [ -n "$_sp_nounset" ] && set -u
   unset _sp_nounset
   # Console scripts of an ament_python package live in lib/<pkg> (for `ros2 run`); put them on PATH too.
-  export PATH="$_sp_root/install/step_perception/lib/step_perception:$PATH"
+  for _sp_pkg in step_perception step_perception_tools; do
+    export PATH="$_sp_root/install/$_sp_pkg/lib/$_sp_pkg:$PATH"
+  done
+  unset _sp_pkg
   export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
   # FastDDS's default UDP transport loses best-effort 1080p images between local processes (measured:
   # none arrived); LARGE_DATA (shared memory + TCP) delivers them. Set it for every process, drivers too.

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "step_perception"))
 
 from step_perception.core.imaging import prepare, target_size  # noqa: E402
-from step_perception.tools.scenes import render_scene  # noqa: E402
+from step_perception_tools.scenes import render_scene  # noqa: E402
 
 MAX_SIDE = 728
 QUALITY = 85

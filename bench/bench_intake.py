@@ -173,7 +173,7 @@ def run_pub(size: str, times_file: str) -> None:
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.utilities import try_shutdown
     from sensor_msgs.msg import CompressedImage, Image
-    from step_perception.tools.scenes import render_scene
+    from step_perception_tools.scenes import render_scene
 
     stop = False
 

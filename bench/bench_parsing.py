@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "step_perception"))
 from step_perception.core.parsing import parse_answer  # noqa: E402
 from step_perception.core.profiles import get_profile  # noqa: E402
 from step_perception.core.types import ImageTransform, PreparedImage  # noqa: E402
-from step_perception.tools.scenes import LABELS  # noqa: E402
+from step_perception_tools.scenes import LABELS  # noqa: E402
 
 PROFILE = get_profile("step3p7")
 IMAGE = PreparedImage(

@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . ./env.sh
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( ($$ % 100) + 100 ))}"
-exec python -m step_perception.tools.demo "$@"
+exec python -m step_perception_tools.demo "$@"

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_perception.core.profiles import get_profile  # noqa: E402
 from step_perception.core.prompts import user_text  # noqa: E402
 from step_perception.core.types import Task  # noqa: E402
-from step_perception.tools.scenes import render_scene  # noqa: E402
+from step_perception_tools.scenes import render_scene  # noqa: E402
 from train_tabletop import match, summarise  # noqa: E402
 
 SENT_W, SENT_H = 728, 410

@@ -5,7 +5,7 @@ Exact command used for the committed weights (see models/tabletop-ref/README.md)
     python models/training/train_tabletop.py --config models/training/train_config.json \
         --out $OUT --max-minutes 8 [--resume DIR_WITH_weights.pt_AND_opt.pt]
 
-Scenes come from ``step_perception.tools.scenes.render_scene(train_seed, i)`` rendered on the fly
+Scenes come from ``step_perception_tools.scenes.render_scene(train_seed, i)`` rendered on the fly
 by DataLoader workers at 1280x720, then prepared the way the node sends them (INTER_AREA resize
 to the sent size, JPEG), augmented, and resized to the detector input.  The held-out evaluation
 uses ``eval_seed`` (never used for training) at the node's default sent size (728x410, JPEG q85).
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "step_perception"))
 sys.path.insert(0, str(ROOT / "models" / "tabletop-ref"))
 
 from modeling_tabletop import STRIDE, TabletopDetector, decode_detections  # noqa: E402
-from step_perception.tools.scenes import render_scene  # noqa: E402
+from step_perception_tools.scenes import render_scene  # noqa: E402
 from tabletop_text import LABELS  # noqa: E402
 
 MAX_OBJ = 8

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("rclpy")
 pytest.importorskip("step_perception_msgs.msg")
 
-from step_perception.tools.demo import DemoOptions, default_model_dir, run_demo
+from step_perception_tools.demo import DemoOptions, default_model_dir, run_demo
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from step_perception.tools.scenes import (
+from step_perception_tools.scenes import (
     COLOURS,
     LABELS,
     SHAPES,

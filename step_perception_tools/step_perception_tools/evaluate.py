@@ -39,7 +39,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from step_perception.core.types import Detection
-from step_perception.tools.bags import (
+from step_perception_tools.bags import (
     CameraTopics,
     SceneFrame,
     StampedDetections,

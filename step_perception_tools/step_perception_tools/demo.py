@@ -86,7 +86,7 @@ class DemoOutcome:
 
 def node_diagnostics(run_bag: Path) -> dict[str, str]:
     """Return the key/values of the node's last ``/diagnostics`` status in a recorded run."""
-    from step_perception.tools.bags import open_reader, typestore
+    from step_perception_tools.bags import open_reader, typestore
 
     store = typestore()
     last: dict[str, str] = {}
@@ -109,7 +109,7 @@ def _free_port() -> int:
 def _tool(name: str) -> list[str]:
     """Command prefix of one of our console scripts, falling back to ``python -m``."""
     modules = {
-        "step-perception": "step_perception.tools.cli",
+        "step-perception": "step_perception_tools.cli",
         "perception_node": "step_perception.ros.node",
     }
     found = shutil.which(name)
@@ -315,7 +315,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m step_perception.tools.demo``."""
+    """Entry point of ``python -m step_perception_tools.demo``."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from step_perception.core.types import Box2D  # noqa: E402
-from step_perception.tools.scenes import LABELS, render_scene  # noqa: E402
+from step_perception_tools.scenes import LABELS, render_scene  # noqa: E402
 
 MODEL_DIR = Path(__file__).resolve().parents[4] / "models" / "tabletop-ref"
 HELD_OUT_SEED = 4242  # never used for training (models/training/train_config.json)

@@ -45,7 +45,7 @@ from step_perception.core.types import (
     PreparedImage,
     Relation,
 )
-from step_perception.tools.bags import (
+from step_perception_tools.bags import (
     DETECTIONS_TYPE,
     MSGS_PACKAGE,
     SCENE_TYPE,
@@ -335,8 +335,8 @@ def _frames(args: argparse.Namespace) -> Iterator[SceneFrame]:
 
 def run_from_args(args: argparse.Namespace, console: Console) -> int:
     """Run ``step-perception run-offline``."""
-    from step_perception.tools.cli import progress_bar
-    from step_perception.tools.evaluate import evaluate_bags
+    from step_perception_tools.cli import progress_bar
+    from step_perception_tools.evaluate import evaluate_bags
 
     config = load_config(args.params_file, args.param)
     if args.oracle_cassette is not None:

@@ -35,7 +35,7 @@ from step_perception.core.errors import StepPerceptionError
 from step_perception.core.types import Box2D, Detection, Point3
 
 if TYPE_CHECKING:
-    from step_perception.tools.scenes import Scene
+    from step_perception_tools.scenes import Scene
 
 __all__ = ["SCENES_START_NS", "main", "make_scenes", "progress_bar"]
 
@@ -75,7 +75,7 @@ def progress_bar(console: Console | None = None, total: bool = True) -> Progress
 
 
 def _render(args: tuple[int, int, int, int]) -> Scene:
-    from step_perception.tools.scenes import render_scene
+    from step_perception_tools.scenes import render_scene
 
     seed, index, width, height = args
     return render_scene(seed, index, width, height)
@@ -96,7 +96,7 @@ def make_scenes(
     console: Console | None = None,
 ) -> int:
     """Render ``count`` scenes of stream ``seed`` into a new scenes bag; returns frames written."""
-    from step_perception.tools.bags import SceneBagWriter, Storage
+    from step_perception_tools.bags import SceneBagWriter, Storage
 
     if count < 1 or fps <= 0:
         raise StepPerceptionError(f"need count >= 1 and fps > 0 (got {count}, {fps})")
@@ -346,7 +346,7 @@ def _parser() -> argparse.ArgumentParser:
         "against the bag's ground truth (--eval).",
         formatter_class=fmt,
     )
-    from step_perception.tools.offline import add_arguments
+    from step_perception_tools.offline import add_arguments
 
     add_arguments(o)
 
@@ -354,10 +354,10 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="end to end: scenes -> replay -> the real node + reference model -> record -> eval",
         description="Run the whole loop on held-out synthetic scenes with the embedded reference "
-        "model served locally (see step_perception.tools.demo).",
+        "model served locally (see step_perception_tools.demo).",
         formatter_class=fmt,
     )
-    from step_perception.tools.demo import add_arguments as add_demo_arguments
+    from step_perception_tools.demo import add_arguments as add_demo_arguments
 
     add_demo_arguments(d)
     return p
@@ -395,8 +395,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         console.print(escape(f"wrote {n} scenes to {args.out}"))
         return 0
     if args.command == "eval":
-        from step_perception.tools.bags import CameraTopics
-        from step_perception.tools.evaluate import evaluate_bags
+        from step_perception_tools.bags import CameraTopics
+        from step_perception_tools.evaluate import evaluate_bags
 
         evaluate_bags(
             args.run_bag,
@@ -410,14 +410,14 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         )
         return 0
     if args.command == "run-offline":
-        from step_perception.tools.offline import run_from_args
+        from step_perception_tools.offline import run_from_args
 
         return run_from_args(args, console)
 
     stop = threading.Event()
     _install_stop_handlers(stop)
     if args.command == "replay":
-        from step_perception.tools.replay import ReplayOptions, replay
+        from step_perception_tools.replay import ReplayOptions, replay
 
         opts = ReplayOptions(
             bag=args.bag,
@@ -439,7 +439,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             console.print(f"lockstep: {stats.answered} answered, {stats.unanswered} timed out")
         return 0
     if args.command == "record":
-        from step_perception.tools.record import RecordOptions, record
+        from step_perception_tools.record import RecordOptions, record
 
         ropts = RecordOptions(
             out=args.out,
@@ -462,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.command == "demo":  # the demo owns its options and its process handling
-        from step_perception.tools.demo import main as demo_main
+        from step_perception_tools.demo import main as demo_main
 
         return demo_main(argv[argv.index("demo") + 1 :])
     console = Console(stderr=True)

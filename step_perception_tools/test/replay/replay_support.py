@@ -12,7 +12,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2]  # step_perception/ (holds the
 
 def cli_command(*args: str) -> list[str]:
     """argv running `step-perception ARGS` with this interpreter (no console script needed)."""
-    return [sys.executable, "-m", "step_perception.tools.cli", *args]
+    return [sys.executable, "-m", "step_perception_tools.cli", *args]
 
 
 def cli_env() -> dict[str, str]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
 from step_perception.core.types import Box2D, CameraIntrinsics, Detection, Point3
-from step_perception.tools import bags
+from step_perception_tools import bags
 
 W, H = 64, 48
 K = CameraIntrinsics(fx=50.0, fy=51.0, cx=31.5, cy=23.5, width=W, height=H)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from step_perception.core.errors import ConfigError
-from step_perception.tools import cli
-from step_perception.tools.offline import load_config
+from step_perception_tools import cli
+from step_perception_tools.offline import load_config
 
 
 def _help(capsys, *argv: str) -> str:

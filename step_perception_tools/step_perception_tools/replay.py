@@ -30,9 +30,9 @@ from rich.markup import escape
 from rosbags.interfaces import Connection
 from rosbags.rosbag2 import ReaderError
 
-from step_perception.tools.bags import BagError, header_stamp_ns, open_reader
-from step_perception.tools.cli import progress_bar
-from step_perception.tools.ros_context import ros_context
+from step_perception_tools.bags import BagError, header_stamp_ns, open_reader
+from step_perception_tools.cli import progress_bar
+from step_perception_tools.ros_context import ros_context
 
 __all__ = ["ReplayOptions", "ReplayStats", "matching_qos", "message_class", "replay"]
 

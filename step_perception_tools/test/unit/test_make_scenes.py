@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
 from step_perception.core.geometry import back_project
-from step_perception.tools import bags, cli
-from step_perception.tools.scenes import LABELS, render_scene
+from step_perception_tools import bags, cli
+from step_perception_tools.scenes import LABELS, render_scene
 
 SEED, COUNT, W, H = 3, 4, 640, 360
 
