@@ -1,4 +1,4 @@
-"""ament_python build of step_perception_tools: the `step-perception` CLI (scenes, bags, eval, demo)."""
+"""ament_python build of step_perception_tools: the `step-perception` CLI."""
 
 from setuptools import find_packages, setup
 
@@ -16,7 +16,7 @@ setup(
     zip_safe=True,
     maintainer="step_perception maintainers",
     maintainer_email="maintainers@step-perception.dev",
-    description="Harness of step_perception: synthetic scenes, bag replay/record, eval, offline runs, demo.",
+    description="Harness of step_perception: scenes, bag replay/record, eval, offline runs, demo.",
     license="Apache-2.0",
     entry_points={
         "console_scripts": [

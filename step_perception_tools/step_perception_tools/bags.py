@@ -56,7 +56,6 @@ from rosbags.typesys.stores.ros2_jazzy import (
 from rosbags.typesys.stores.ros2_jazzy import (
     std_msgs__msg__Header as Header,
 )
-
 from step_perception.core.errors import StepPerceptionError
 from step_perception.core.imaging import decode_color, source_size
 from step_perception.core.types import Box2D, CameraIntrinsics, Detection, Point3

@@ -12,35 +12,17 @@ import os
 import signal
 import sys
 import threading
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
 from step_perception.core.errors import StepPerceptionError
-from step_perception.core.types import Box2D, Detection, Point3
 
-if TYPE_CHECKING:
-    from step_perception_tools.scenes import Scene
-
-__all__ = ["SCENES_START_NS", "main", "make_scenes", "progress_bar"]
-
-#: Stamp of the first frame of every scenes bag (2026-01-01T00:00:00Z): deterministic bags.
-SCENES_START_NS = 1_767_225_600 * 1_000_000_000
+# The subcommands' modules are imported when they run: `--help` and the bag-only commands never
+# load rclpy, and no subcommand module imports this one back.
+__all__ = ["main"]
 
 _EPILOG = """\
 examples:
@@ -60,86 +42,6 @@ frame_id), image_width/height = the image size, and per object: id (index), labe
 score 1.0, has_position true and position = the object's surface point at the box
 centre [m] in the camera optical frame (x right, y down, z forward).
 """
-
-
-def progress_bar(console: Console | None = None, total: bool = True) -> Progress:
-    """Return a rich progress bar (on stderr) with the columns the tools use."""
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
-    if total:
-        columns += [TaskProgressColumn(), TimeRemainingColumn()]
-    columns.append(TimeElapsedColumn())
-    return Progress(*columns, console=console or Console(stderr=True))
-
-
-# --------------------------------------------------------------------------- make-scenes
-
-
-def _render(args: tuple[int, int, int, int]) -> Scene:
-    from step_perception_tools.scenes import render_scene
-
-    seed, index, width, height = args
-    return render_scene(seed, index, width, height)
-
-
-def make_scenes(
-    out: Path,
-    *,
-    count: int,
-    seed: int = 0,
-    width: int = 1280,
-    height: int = 720,
-    fps: float = 15.0,
-    storage: str = "mcap",
-    encoding: str = "rgb8",
-    jpeg_quality: int = 90,
-    jobs: int = 1,
-    console: Console | None = None,
-) -> int:
-    """Render ``count`` scenes of stream ``seed`` into a new scenes bag; returns frames written."""
-    from step_perception_tools.bags import SceneBagWriter, Storage
-
-    if count < 1 or fps <= 0:
-        raise StepPerceptionError(f"need count >= 1 and fps > 0 (got {count}, {fps})")
-    period_ns = 1e9 / fps
-
-    def scenes() -> Iterator[Scene]:
-        tasks = ((seed, i, width, height) for i in range(count))
-        if jobs <= 1:
-            for t in tasks:
-                yield _render(t)
-            return
-        # Bounded look-ahead keeps memory flat while workers render in parallel.
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            window: deque[Future[Scene]] = deque()
-            for t in tasks:
-                window.append(pool.submit(_render, t))
-                if len(window) >= 2 * jobs:
-                    yield window.popleft().result()
-            while window:
-                yield window.popleft().result()
-
-    with (
-        SceneBagWriter(
-            out, storage=Storage(storage), encoding=encoding, jpeg_quality=jpeg_quality
-        ) as writer,
-        progress_bar(console) as progress,
-    ):
-        task = progress.add_task(f"scenes -> {out}", total=count)
-        for scene in scenes():
-            truth = tuple(
-                Detection(
-                    id=str(i),
-                    label=o.label,
-                    box=Box2D(*o.box),
-                    score=1.0,
-                    position=Point3(*o.position),
-                )
-                for i, o in enumerate(scene.objects)
-            )
-            stamp = SCENES_START_NS + round(scene.index * period_ns)
-            writer.write(stamp, scene.rgb, scene.depth_mm, scene.intrinsics, truth)
-            progress.advance(task)
-        return writer.frames
 
 
 # --------------------------------------------------------------------------- parser
@@ -378,6 +280,8 @@ def _install_stop_handlers(stop: threading.Event) -> None:
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     if args.command == "make-scenes":
+        from step_perception_tools.make_scenes import make_scenes
+
         jobs = args.jobs if args.jobs > 0 else min(8, os.cpu_count() or 1)
         n = make_scenes(
             args.out,

@@ -37,8 +37,8 @@ import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
 from step_perception.core.types import Detection
+
 from step_perception_tools.bags import (
     CameraTopics,
     SceneFrame,

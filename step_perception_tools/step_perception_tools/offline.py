@@ -30,7 +30,6 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 from rosbags.typesys.stores.ros2_jazzy import std_msgs__msg__Header as Header
-
 from step_perception.backends.factory import backend_from_config
 from step_perception.core.config import PerceptionConfig
 from step_perception.core.errors import ConfigError, StepPerceptionError
@@ -45,6 +44,7 @@ from step_perception.core.types import (
     PreparedImage,
     Relation,
 )
+
 from step_perception_tools.bags import (
     DETECTIONS_TYPE,
     MSGS_PACKAGE,
@@ -335,8 +335,8 @@ def _frames(args: argparse.Namespace) -> Iterator[SceneFrame]:
 
 def run_from_args(args: argparse.Namespace, console: Console) -> int:
     """Run ``step-perception run-offline``."""
-    from step_perception_tools.cli import progress_bar
     from step_perception_tools.evaluate import evaluate_bags
+    from step_perception_tools.progress import progress_bar
 
     config = load_config(args.params_file, args.param)
     if args.oracle_cassette is not None:

@@ -34,8 +34,8 @@ from rosbags.interfaces import Connection
 from rosbags.rosbag2 import Writer
 
 from step_perception_tools.bags import BagError, Storage, open_writer, typestore
-from step_perception_tools.replay import matching_qos, message_class
 from step_perception_tools.ros_context import ros_context
+from step_perception_tools.topics import matching_qos, message_class
 
 __all__ = ["OUTPUT_TOPICS", "RecordOptions", "RecordStats", "Recorder", "record", "resolve"]
 

@@ -8,7 +8,6 @@ every message and at ``clock_hz`` in between) for nodes with ``use_sim_time``.
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from collections.abc import Mapping
@@ -31,10 +30,11 @@ from rosbags.interfaces import Connection
 from rosbags.rosbag2 import ReaderError
 
 from step_perception_tools.bags import BagError, header_stamp_ns, open_reader
-from step_perception_tools.cli import progress_bar
+from step_perception_tools.progress import progress_bar
 from step_perception_tools.ros_context import ros_context
+from step_perception_tools.topics import matching_qos, message_class
 
-__all__ = ["ReplayOptions", "ReplayStats", "matching_qos", "message_class", "replay"]
+__all__ = ["ReplayOptions", "ReplayStats", "replay"]
 
 _NS = 1_000_000_000
 
@@ -76,39 +76,6 @@ class ReplayStats:
     passes: int  # completed or started passes over the bag
     answered: int = 0  # lockstep: frames whose answer arrived
     unanswered: int = 0  # lockstep: frames given up on after the timeout
-
-
-def message_class(msgtype: str) -> Any:
-    """Import the rclpy message class of ``pkg/msg/Name`` (the ROS environment must provide it)."""
-    pkg, _, name = msgtype.rpartition("/")
-    module = pkg.replace("/", ".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise BagError(
-            f"message type {msgtype} is not available to rclpy: source the workspace that "
-            f"provides {pkg.split('/')[0]}"
-        ) from err
-
-
-def matching_qos(node: Any, topic: str, depth: int) -> QoSProfile:
-    """Return a subscription QoS that matches the topic's publishers.
-
-    Reliable when every publisher is, transient-local when every publisher is.
-    """
-    infos = node.get_publishers_info_by_topic(topic)
-    reliable = bool(infos) and all(
-        i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos
-    )
-    latched = bool(infos) and all(
-        i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos
-    )
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=depth,
-        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-        durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
-    )
 
 
 class _Lockstep:

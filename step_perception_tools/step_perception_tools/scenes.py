@@ -30,7 +30,6 @@ from functools import lru_cache
 import cv2
 import numpy as np
 import numpy.typing as npt
-
 from step_perception.core.types import CameraIntrinsics
 
 __all__ = [

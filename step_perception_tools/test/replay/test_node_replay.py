@@ -20,9 +20,10 @@ if importlib.util.find_spec("step_perception.ros.node") is None:
 from replay_support import cli_command, cli_env
 from rosbags.rosbag2 import Reader
 from step_perception.core.config import PerceptionConfig
-from step_perception_tools import bags
 from step_perception_tools.evaluate import evaluate
 from step_perception_tools.offline import write_oracle_cassette
+
+from step_perception_tools import bags
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -121,7 +122,7 @@ def _outputs(run: Path) -> dict[str, list[object]]:
 
 def test_node_outputs_are_identical_on_two_replays(tmp_path: Path):
     scenes = tmp_path / "scenes"
-    from step_perception_tools.cli import make_scenes
+    from step_perception_tools.make_scenes import make_scenes
 
     # make-scenes writes /camera/{image_raw,camera_info,depth/image_raw}: the node's inputs in NS
     assert bags.CameraTopics().image == f"{NS}/image_raw"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from rosbags.rosbag2 import Reader
 from step_perception.core.config import PerceptionConfig
-from step_perception_tools import bags, cli
 from step_perception_tools.offline import write_oracle_cassette
+
+from step_perception_tools import bags, cli
 
 
 def _oracle(bag: Path, path: Path, *, compressed: bool = False, **params: object) -> Path:

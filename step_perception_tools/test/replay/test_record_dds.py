@@ -20,9 +20,10 @@ from rosbags.rosbag2 import Reader  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
-from step_perception_tools import bags  # noqa: E402
 from step_perception_tools.record import OUTPUT_TOPICS  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
+
+from step_perception_tools import bags  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -18,6 +18,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from replay_support import start_cli  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+
 from step_perception_tools import bags  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

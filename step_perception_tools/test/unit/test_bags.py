@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
 from step_perception.core.types import Box2D, CameraIntrinsics, Detection, Point3
+
 from step_perception_tools import bags
 
 W, H = 64, 48

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from step_perception.core.errors import ConfigError
-from step_perception_tools import cli
 from step_perception_tools.offline import load_config
+
+from step_perception_tools import cli
 
 
 def _help(capsys, *argv: str) -> str:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 from step_perception.core.types import Box2D, CameraIntrinsics, Detection, Point3
-from step_perception_tools import bags
 from step_perception_tools.evaluate import evaluate, evaluate_bags, greedy_match
+
+from step_perception_tools import bags
 
 S = 1_000_000_000  # ns per second
 T0 = 1_767_225_600 * S

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
 from step_perception.core.geometry import back_project
-from step_perception_tools import bags, cli
+from step_perception_tools.make_scenes import SCENES_START_NS
 from step_perception_tools.scenes import LABELS, render_scene
+
+from step_perception_tools import bags, cli
 
 SEED, COUNT, W, H = 3, 4, 640, 360
 
@@ -26,7 +28,7 @@ def test_round_trip_matches_the_rendered_scenes(scenes_bag):
     frames = list(bags.read_scene_frames(scenes_bag))
     assert len(frames) == COUNT
     stamps = [f.stamp_ns for f in frames]
-    assert stamps == [cli.SCENES_START_NS + round(i * 1e9 / 30) for i in range(COUNT)]
+    assert stamps == [SCENES_START_NS + round(i * 1e9 / 30) for i in range(COUNT)]
     for i, frame in enumerate(frames):
         scene = render_scene(SEED, i, W, H)
         assert frame.frame_id == "camera_color_optical_frame"
