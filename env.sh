@@ -27,6 +27,9 @@ else
   # A 100 ms writer heartbeat: a large reliable sample that lost a fragment is repaired within 0.1 s
   # instead of Fast DDS's default 3 s (measured: late depth frames and 2-3 s stalls without it).
   export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$_sp_root/step_perception/config/fastdds.xml}"
+  # The embedded reference model is a folder of the checkout, not an installed file: the tools
+  # (`step-perception demo`, the end-to-end test) find it through this variable.
+  export STEP_PERCEPTION_MODEL="${STEP_PERCEPTION_MODEL:-$_sp_root/models/tabletop-ref}"
   # Never reach for a model hub at run time; models are local folders.
   export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 fi

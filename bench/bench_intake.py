@@ -43,10 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "step_perception"))
-
-from step_perception.core.frames import Decision, FrameGate  # noqa: E402
+from step_perception.core.frames import Decision, FrameGate
 
 #: Input streams: bgr8 Images, and JPEG CompressedImages (image_transport's ``compressed``).
 SIZES: dict[str, tuple[int, int]] = {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: real perception end to end on the embedded reference model (see tools/demo.py).
+# `make demo`: real perception end to end on the embedded reference model (see step_perception_tools/step_perception_tools/demo.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ./env.sh

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
+import os
 import struct
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -167,12 +168,16 @@ class StampedDetections:
 
 
 def msg_dirs() -> list[Path]:
-    """Folders holding the ``step_perception_msgs`` ``.msg`` files, installed share first.
+    """Folders holding the ``step_perception_msgs`` ``.msg`` files.
 
-    The installed share (found through ament_index when a workspace is sourced) is
-    what a running node was built from; the source tree is the fallback.
+    ``$STEP_PERCEPTION_MSGS_DIR`` first (an explicit override), then the installed share found
+    through ament_index (what a running node was built from; ``. ./env.sh`` puts it on
+    ``AMENT_PREFIX_PATH``). This package is installed, so it never guesses at a checkout.
     """
     found: list[Path] = []
+    env = os.environ.get("STEP_PERCEPTION_MSGS_DIR")
+    if env:
+        found.append(Path(env))
     try:
         from ament_index_python.packages import (
             PackageNotFoundError,
@@ -183,7 +188,6 @@ def msg_dirs() -> list[Path]:
             found.append(Path(get_package_share_directory(MSGS_PACKAGE)) / "msg")
     except ImportError:
         pass
-    found.append(Path(__file__).resolve().parents[3] / MSGS_PACKAGE / "msg")
     return [d for d in found if d.is_dir() and any(d.glob("*.msg"))]
 
 
@@ -192,7 +196,10 @@ def typestore() -> Typestore:
     """Return a Jazzy typestore with the ``step_perception_msgs`` messages registered."""
     dirs = msg_dirs()
     if not dirs:
-        raise BagError(f"cannot find the {MSGS_PACKAGE} .msg files (source tree or install)")
+        raise BagError(
+            f"cannot find the {MSGS_PACKAGE} .msg files: source the workspace (. ./env.sh) "
+            "or set STEP_PERCEPTION_MSGS_DIR"
+        )
     store = get_typestore(Stores.ROS2_JAZZY)
     types: dict[str, Any] = {}
     try:

@@ -38,7 +38,6 @@ __all__ = ["DemoError", "DemoOptions", "DemoOutcome", "ProcessSet", "add_argumen
 
 #: Scenes seed for the demo and the end-to-end test; never used in training (see the model card).
 HELD_OUT_SEED = 4242
-_REPO = Path(__file__).resolve().parents[3]
 
 
 class DemoError(StepPerceptionError):
@@ -46,9 +45,27 @@ class DemoError(StepPerceptionError):
 
 
 def default_model_dir() -> Path:
-    """Return the embedded reference model folder (checkout, or $STEP_PERCEPTION_MODEL)."""
+    """Return the reference model folder: ``--model``'s default.
+
+    ``$STEP_PERCEPTION_MODEL`` (``env.sh`` points it at the checkout's ``models/tabletop-ref``),
+    else ``models/tabletop-ref`` under the current directory (the repository root, where the
+    README's commands run). The folder is not installed with this package: it is a model.
+    """
     env = os.environ.get("STEP_PERCEPTION_MODEL")
-    return Path(env) if env else _REPO / "models" / "tabletop-ref"
+    return Path(env) if env else Path("models") / "tabletop-ref"
+
+
+def node_params_file() -> Path:
+    """Return the node's installed ``params.yaml`` (the ament share of ``step_perception``)."""
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+    try:
+        share = Path(get_package_share_directory("step_perception"))
+    except PackageNotFoundError as err:
+        raise DemoError(
+            "step_perception is not installed: run make build, then . ./env.sh"
+        ) from err
+    return share / "config" / "params.yaml"
 
 
 @dataclass(frozen=True)
@@ -254,7 +271,7 @@ def run_demo(opts: DemoOptions) -> DemoOutcome:
             procs.start(
                 "node",
                 [*_tool("perception_node"), "--ros-args",
-                 "--params-file", str(_REPO / "step_perception" / "config" / "params.yaml"),
+                 "--params-file", str(node_params_file()),
                  "-r", f"__ns:={ns}",
                  "-p", "backend:=openai", "-p", f"endpoint:={base_url}", "-p", f"model:={model}",
                  "-p", "model_profile:=generic", "-p", "task:=detect",

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parents[2]  # step_perception/ (holds the Python package)
+_TOOLS_DIR = Path(__file__).resolve().parents[2]  # step_perception_tools/ (the ROS package)
+# The source trees of both Python packages, so the child runs this checkout's code.
+SOURCE_DIRS = (_TOOLS_DIR, _TOOLS_DIR.parent / "step_perception")
 
 
 def cli_command(*args: str) -> list[str]:
@@ -17,7 +19,9 @@ def cli_command(*args: str) -> list[str]:
 
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_DIR), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (*map(str, SOURCE_DIRS), env.get("PYTHONPATH")) if p
+    )
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     return env
