@@ -40,9 +40,6 @@ from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterEr
 from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 from rosbags.typesys.stores.ros2_jazzy import (
-    builtin_interfaces__msg__Time as Time,
-)
-from rosbags.typesys.stores.ros2_jazzy import (
     sensor_msgs__msg__CameraInfo as CameraInfo,
 )
 from rosbags.typesys.stores.ros2_jazzy import (
@@ -54,12 +51,17 @@ from rosbags.typesys.stores.ros2_jazzy import (
 from rosbags.typesys.stores.ros2_jazzy import (
     sensor_msgs__msg__RegionOfInterest as RegionOfInterest,
 )
-from rosbags.typesys.stores.ros2_jazzy import (
-    std_msgs__msg__Header as Header,
-)
 from step_perception.core.errors import StepPerceptionError
 from step_perception.core.imaging import decode_color, source_size
-from step_perception.core.types import Box2D, CameraIntrinsics, Detection, Point3
+from step_perception.core.types import CameraIntrinsics, Detection
+from step_perception.ros.messages import (
+    MessageFamily,
+    detection_array_msg,
+    detections_from_msg,
+    header_msg,
+    intrinsics_from_camera_info,
+    stamp_ns,
+)
 
 __all__ = [
     "DEFAULT_FRAME_ID",
@@ -73,16 +75,15 @@ __all__ = [
     "StampedDetections",
     "Storage",
     "camera_info_to_intrinsics",
-    "detections_from_msg",
     "detections_to_msg",
+    "header_at",
     "header_stamp_ns",
     "msg_dirs",
-    "ns_to_time",
     "open_reader",
     "open_writer",
     "read_detections",
     "read_scene_frames",
-    "time_to_ns",
+    "rosbags_family",
     "typestore",
 ]
 
@@ -213,14 +214,25 @@ def typestore() -> Typestore:
     return store
 
 
-def time_to_ns(stamp: Any) -> int:
-    """``builtin_interfaces/Time`` (any message family) -> integer nanoseconds."""
-    return int(stamp.sec) * _NS + int(stamp.nanosec)
+@functools.lru_cache(maxsize=1)
+def rosbags_family() -> MessageFamily:
+    """Return the typestore's classes as a family of ``step_perception.ros.messages``."""
+    types = typestore().types
+    return MessageFamily(
+        time=types["builtin_interfaces/msg/Time"],
+        header=types["std_msgs/msg/Header"],
+        point=types["geometry_msgs/msg/Point"],
+        bounding_box=types[f"{MSGS_PACKAGE}/msg/BoundingBox2D"],
+        detection=types[f"{MSGS_PACKAGE}/msg/ObjectDetection"],
+        detection_array=types[DETECTIONS_TYPE],
+        relation=types[f"{MSGS_PACKAGE}/msg/SpatialRelation"],
+        scene=types[SCENE_TYPE],
+    )
 
 
-def ns_to_time(stamp_ns: int) -> Time:
-    """Integer nanoseconds -> ``builtin_interfaces/Time``."""
-    return Time(sec=stamp_ns // _NS, nanosec=stamp_ns % _NS)
+def header_at(stamp_ns: int, frame_id: str) -> Any:
+    """Return a ``std_msgs/Header`` (rosbags type) at ``stamp_ns`` in ``frame_id``."""
+    return header_msg(rosbags_family(), stamp_ns, frame_id)
 
 
 def header_stamp_ns(raw: bytes | memoryview) -> int:
@@ -270,16 +282,14 @@ def _connections(reader: Reader, topics: Collection[str]) -> dict[str, Connectio
 
 
 def camera_info_to_intrinsics(info: Any) -> CameraIntrinsics:
-    """``sensor_msgs/CameraInfo`` -> pinhole intrinsics from ``K``."""
-    k = [float(v) for v in info.k]
-    if k[0] <= 0 or k[4] <= 0:
-        raise BagError(f"CameraInfo has no valid K: {k}")
-    return CameraIntrinsics(
-        fx=k[0], fy=k[4], cx=k[2], cy=k[5], width=int(info.width), height=int(info.height)
-    )
+    """``sensor_msgs/CameraInfo`` -> pinhole intrinsics from ``K``; BagError when K is unset."""
+    intrinsics = intrinsics_from_camera_info(info)
+    if intrinsics is None:
+        raise BagError(f"CameraInfo has no valid K and size: k={list(info.k)}")
+    return intrinsics
 
 
-def _intrinsics_to_camera_info(header: Header, k: CameraIntrinsics) -> CameraInfo:
+def _intrinsics_to_camera_info(header: Any, k: CameraIntrinsics) -> CameraInfo:
     f64 = np.float64
     return CameraInfo(
         header=header,
@@ -297,60 +307,14 @@ def _intrinsics_to_camera_info(header: Header, k: CameraIntrinsics) -> CameraInf
 
 
 def detections_to_msg(
-    header: Header,
+    header: Any,
     detections: Sequence[Detection],
     width: int,
     height: int,
     query: str = "",
 ) -> Any:
     """Core detections -> a ``step_perception_msgs/ObjectDetectionArray`` (rosbags type)."""
-    types = typestore().types
-    array_t = types[DETECTIONS_TYPE]
-    det_t = types[f"{MSGS_PACKAGE}/msg/ObjectDetection"]
-    box_t = types[f"{MSGS_PACKAGE}/msg/BoundingBox2D"]
-    point_t = types["geometry_msgs/msg/Point"]
-    out = []
-    for d in detections:
-        cx, cy = d.box.center
-        p = d.position
-        out.append(
-            det_t(
-                id=d.id,
-                label=d.label,
-                description=d.description,
-                score=float(d.score),
-                bbox=box_t(center_x=cx, center_y=cy, size_x=d.box.width, size_y=d.box.height),
-                has_position=p is not None,
-                position=point_t(x=p.x, y=p.y, z=p.z) if p else point_t(x=0.0, y=0.0, z=0.0),
-            )
-        )
-    return array_t(
-        header=header, image_width=width, image_height=height, query=query, detections=out
-    )
-
-
-def detections_from_msg(msg: Any) -> tuple[Detection, ...]:
-    """``ObjectDetectionArray`` or ``SceneDescription`` (any message family) -> core detections."""
-    items = msg.detections if hasattr(msg, "detections") else msg.objects
-    out = []
-    for d in items:
-        b = d.bbox
-        half_w, half_h = float(b.size_x) / 2.0, float(b.size_y) / 2.0
-        cx, cy = float(b.center_x), float(b.center_y)
-        pos = d.position
-        out.append(
-            Detection(
-                id=str(d.id),
-                label=str(d.label),
-                box=Box2D(cx - half_w, cy - half_h, cx + half_w, cy + half_h),
-                score=float(d.score),
-                description=str(d.description),
-                position=Point3(float(pos.x), float(pos.y), float(pos.z))
-                if d.has_position
-                else None,
-            )
-        )
-    return tuple(out)
+    return detection_array_msg(rosbags_family(), header, detections, width, height, query)
 
 
 def _image_from_msg(msg: Any) -> npt.NDArray[np.uint8]:
@@ -448,7 +412,7 @@ class SceneBagWriter(BagWriterBase):
             raise BagError(
                 f"intrinsics are for {intrinsics.width}x{intrinsics.height}, image {w}x{h}"
             )
-        header = Header(stamp=ns_to_time(stamp_ns), frame_id=self._frame_id)
+        header = header_at(stamp_ns, self._frame_id)
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         colour = bgr if self._encoding == "bgr8" else np.ascontiguousarray(rgb)
         ok, jpeg = cv2.imencode(".jpg", bgr, self._jpeg)
@@ -606,7 +570,7 @@ def read_detections(path: str | Path, topic: str | None = None) -> list[StampedD
                 msg: Any = store.deserialize_cdr(raw, c.msgtype)
                 out.append(
                     StampedDetections(
-                        stamp_ns=time_to_ns(msg.header.stamp),
+                        stamp_ns=stamp_ns(msg.header.stamp),
                         log_ns=log_ns,
                         frame_id=str(msg.header.frame_id),
                         detections=detections_from_msg(msg),

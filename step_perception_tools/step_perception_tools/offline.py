@@ -24,12 +24,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 from rich.console import Console
 from rich.markup import escape
-from rosbags.typesys.stores.ros2_jazzy import std_msgs__msg__Header as Header
 from step_perception.backends.factory import backend_from_config
 from step_perception.core.config import PerceptionConfig
 from step_perception.core.errors import ConfigError, StepPerceptionError
@@ -42,21 +40,20 @@ from step_perception.core.types import (
     FrameMeta,
     PerceptionResult,
     PreparedImage,
-    Relation,
 )
+from step_perception.ros.messages import detection_array_msg, scene_description_msg
 
 from step_perception_tools.bags import (
     DETECTIONS_TYPE,
-    MSGS_PACKAGE,
     SCENE_TYPE,
     BagWriterBase,
     CameraTopics,
     SceneFrame,
     Storage,
-    detections_to_msg,
-    ns_to_time,
+    header_at,
     open_writer,
     read_scene_frames,
+    rosbags_family,
     typestore,
 )
 
@@ -137,20 +134,6 @@ def run_offline(
 # --------------------------------------------------------------------------- output bag
 
 
-def _relation_msgs(relations: Sequence[Relation]) -> list[Any]:
-    rel_t = typestore().types[f"{MSGS_PACKAGE}/msg/SpatialRelation"]
-    return [
-        rel_t(
-            subject_id=r.subject_id,
-            relation=r.relation.value,
-            object_id=r.object_id,
-            distance=float(r.distance),
-            source=r.source.value,
-        )
-        for r in relations
-    ]
-
-
 class OutputBagWriter(BagWriterBase):
     """Writes results as ``/detections`` (ObjectDetectionArray) and ``/scene`` (SceneDescription).
 
@@ -172,14 +155,14 @@ class OutputBagWriter(BagWriterBase):
     def write(self, result: PerceptionResult, log_ns: int) -> None:
         """Write one result, logged at ``log_ns`` (the receive time a recorder would see)."""
         meta = result.frame
-        header = Header(stamp=ns_to_time(meta.stamp_ns), frame_id=meta.frame_id)
-        det = detections_to_msg(header, result.detections, meta.width, meta.height, result.query)
+        family = rosbags_family()
+        header = header_at(meta.stamp_ns, meta.frame_id)
+        det = detection_array_msg(
+            family, header, result.detections, meta.width, meta.height, result.query
+        )
         self._writer.write(self._det, log_ns, self._store.serialize_cdr(det, DETECTIONS_TYPE))
-        scene = self._store.types[SCENE_TYPE](
-            header=header,
-            summary=result.summary,
-            objects=det.detections,
-            relations=_relation_msgs(result.relations),
+        scene = scene_description_msg(
+            family, header, result.summary, result.detections, result.relations
         )
         self._writer.write(self._scene, log_ns, self._store.serialize_cdr(scene, SCENE_TYPE))
         self.messages += 2

@@ -20,6 +20,7 @@ from rosbags.rosbag2 import Reader  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
+from step_perception.ros.messages import stamp_ns  # noqa: E402
 from step_perception_tools.record import OUTPUT_TOPICS  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
@@ -122,9 +123,7 @@ def test_records_outputs_until_sigint(tmp_path: Path):
     assert [m.markers[0].id for _, m in got["/robot/markers"]] == list(range(5))
     dets = got["/robot/detections"]
     assert [m.detections[0].label for _, m in dets] == [f"red cube {i}" for i in range(5)]
-    assert [bags.time_to_ns(m.header.stamp) for _, m in dets] == [
-        T0 + i * 100_000_000 for i in range(5)
-    ]
+    assert [stamp_ns(m.header.stamp) for _, m in dets] == [T0 + i * 100_000_000 for i in range(5)]
     assert all(before <= log <= after for log, _ in dets)  # receive time on the wall clock
     assert [m.summary for _, m in got["/robot/scene"]] == [f"s{i}" for i in range(5)]
     assert got["/robot/command"][0][1].data == 'pick target="red cube" id=0'

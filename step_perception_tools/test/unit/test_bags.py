@@ -116,9 +116,7 @@ def test_bad_inputs_raise_bag_error(tmp_path):
 
 def test_header_stamp_without_deserialising():
     store = bags.typestore()
-    from rosbags.typesys.stores.ros2_jazzy import std_msgs__msg__Header as Header
-
-    header = Header(stamp=bags.ns_to_time(T0 + 123), frame_id="x")
+    header = bags.header_at(T0 + 123, "x")
     raw = store.serialize_cdr(header, "std_msgs/msg/Header")
     assert bags.header_stamp_ns(raw) == T0 + 123
     with pytest.raises(bags.BagError):

@@ -144,11 +144,7 @@ def test_evaluate_bags_writes_report_and_pngs(tmp_path):
     out = bags.open_writer(run_bag)
     conn = out.add_connection("/detections", bags.DETECTIONS_TYPE, typestore=store)
     for o in OUTPUTS:
-        from rosbags.typesys.stores.ros2_jazzy import std_msgs__msg__Header as Header
-
-        msg = bags.detections_to_msg(
-            Header(stamp=bags.ns_to_time(o.stamp_ns), frame_id="cam"), o.detections, w, h
-        )
+        msg = bags.detections_to_msg(bags.header_at(o.stamp_ns, "cam"), o.detections, w, h)
         out.write(conn, o.log_ns, store.serialize_cdr(msg, bags.DETECTIONS_TYPE))
     out.close()
 
