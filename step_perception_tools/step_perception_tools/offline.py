@@ -29,11 +29,12 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 from step_perception.backends.factory import backend_from_config
+from step_perception.core.box_encoding import encode_source_box
 from step_perception.core.config import PerceptionConfig
 from step_perception.core.errors import ConfigError, StepPerceptionError
 from step_perception.core.imaging import prepare
 from step_perception.core.pipeline import FrameInput, Perceiver
-from step_perception.core.profiles import BoxConvention, get_profile
+from step_perception.core.profiles import get_profile
 from step_perception.core.prompts import build_request
 from step_perception.core.types import (
     Detection,
@@ -176,18 +177,7 @@ def oracle_answer(truth: Sequence[Detection], image: PreparedImage, profile_name
     profile = get_profile(profile_name)
     objects = []
     for d in truth:
-        x1, y1 = image.transform.to_sent(d.box.x1, d.box.y1)
-        x2, y2 = image.transform.to_sent(d.box.x2, d.box.y2)
-        if profile.box_convention is BoxConvention.ABS_PIXELS_SENT:
-            box = [x1, y1, x2, y2]
-        else:
-            nx1, nx2 = (1000.0 * x / image.width for x in (x1, x2))
-            ny1, ny2 = (1000.0 * y / image.height for y in (y1, y2))
-            box = (
-                [ny1, nx1, ny2, nx2]
-                if profile.box_convention is BoxConvention.NORM_1000_YXYX
-                else [nx1, ny1, nx2, ny2]
-            )
+        box = encode_source_box(d.box, image, profile.box_convention)
         objects.append(
             {"label": d.label, profile.box_key: [round(v, 2) for v in box], "score": 1.0}
         )
