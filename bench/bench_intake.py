@@ -34,7 +34,6 @@ import math
 import os
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from step_perception.core.frames import Decision, FrameGate
+from step_perception_tools.bags import header_stamp_ns
 
 if TYPE_CHECKING:
     from step_perception.ros.content_filter import StampFilter
@@ -68,13 +68,6 @@ REQUEST_S = 0.3  # simulated model latency: the filter stays closed this long pe
 TOPIC = "/bench_intake/image_raw"
 CHUNK_S = 1.0
 MODES = ("plain", "raw", "filtered")
-
-
-def _cdr_stamp_ns(data: bytes) -> int:
-    """``header.stamp`` of a serialized message: 4-byte CDR encapsulation, then int32 + uint32."""
-    fmt = "<iI" if data[1] == 1 else ">iI"
-    sec, nsec = struct.unpack_from(fmt, data, 4)
-    return int(sec) * 1_000_000_000 + int(nsec)
 
 
 # -- publisher -------------------------------------------------------------------------------
@@ -153,7 +146,7 @@ class _Probe:
         self._offer(int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec))
 
     def on_raw(self, data: bytes) -> None:
-        self._offer(_cdr_stamp_ns(data))
+        self._offer(header_stamp_ns(data))
 
     def _offer(self, stamp_ns: int) -> None:
         self.received += 1

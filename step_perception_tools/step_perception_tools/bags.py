@@ -29,7 +29,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self, cast
+from typing import Any, Literal, TypeVar, cast
 
 import cv2
 import numpy as np
@@ -331,6 +331,9 @@ def _depth_from_msg(msg: Any) -> npt.NDArray[np.uint16]:
 # --------------------------------------------------------------------------- writing scenes
 
 
+_Writer = TypeVar("_Writer", bound="BagWriterBase")  # typing.Self is 3.11+ (Humble has 3.10)
+
+
 class BagWriterBase:
     """Owns an open rosbags ``Writer``; ``close`` or leaving ``with`` finishes the bag."""
 
@@ -342,7 +345,7 @@ class BagWriterBase:
             self._writer.close()
             self._writer.storage = None
 
-    def __enter__(self) -> Self:
+    def __enter__(self: _Writer) -> _Writer:
         return self
 
     def __exit__(
