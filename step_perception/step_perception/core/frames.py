@@ -63,7 +63,7 @@ class GateCounters:
     """Counts since the gate was created."""
 
     offered: int = 0
-    sent: int = 0  # admitted for sending (SEND_NOW, or handed back by done/take)
+    sent: int = 0  # admitted for sending (SEND_NOW, or handed back by done)
     queued: int = 0
     dropped_rate: int = 0
     dropped_stale: int = 0  # at offer, or while waiting in the pending slot
@@ -169,11 +169,6 @@ class FrameGate(Generic[T]):
                 return None
             if self._inflight > 0:
                 self._inflight -= 1
-            return self._take_locked()
-
-    def take(self) -> Admitted[T] | None:
-        """Return the waiting frame if a slot is free and it is still fresh (reserves the slot)."""
-        with self._lock:
             return self._take_locked()
 
     def next_accept_stamp_ns(self) -> int | None:

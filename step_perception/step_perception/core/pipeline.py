@@ -25,11 +25,11 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from step_perception.core.backend import Backend
 from step_perception.core.commands import decide_command
 from step_perception.core.config import PerceptionConfig
 from step_perception.core.errors import (
@@ -60,9 +60,6 @@ from step_perception.core.types import (
     PerceptionResult,
     Task,
 )
-
-if TYPE_CHECKING:  # the Protocol only; core never imports a backend at run time
-    from step_perception.backends.base import Backend
 
 __all__ = ["FrameInput", "Perceiver", "PerceiverStats"]
 
@@ -202,10 +199,6 @@ class Perceiver:
         except RuntimeError:
             self._fail(out, StepPerceptionError("the perceiver is closed"), "internal_errors")
         return out
-
-    def process_now(self, frame: FrameInput, timeout: float | None = None) -> PerceptionResult:
-        """Process ``frame`` and wait for the result (offline tools, tests); raises its error."""
-        return self.submit(frame).result(timeout=timeout)
 
     def stats(self) -> PerceiverStats:
         """Snapshot of the counters and latency percentiles."""

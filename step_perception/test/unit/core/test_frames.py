@@ -117,14 +117,16 @@ def test_max_inflight_allows_parallel_requests():
     assert got is not None and got.payload == "c"
 
 
-def test_take_after_raising_max_inflight_and_reconfigure_validation():
+def test_raising_max_inflight_frees_a_slot_and_reconfigure_validation():
     gate, _clock = make(rate_hz=1000.0)
-    gate.offer(1 * MS, "a")
-    gate.offer(2 * MS, "b")
-    assert gate.take() is None  # no free slot
+    assert gate.offer(1 * MS, "a") is Decision.SEND_NOW
+    assert gate.offer(2 * MS, "b") is Decision.QUEUED
+    assert gate.next_accept_stamp_ns() is None  # no free slot
     gate.reconfigure(max_inflight=2)
-    got = gate.take()
+    assert gate.next_accept_stamp_ns() == 2 * MS + 1
+    got = gate.done()  # "a" finished: the waiting "b" goes out
     assert got is not None and got.payload == "b"
+    assert gate.inflight == 1
     with pytest.raises(ConfigError, match="rate_hz"):
         gate.reconfigure(rate_hz=0)
     with pytest.raises(ConfigError, match="max_inflight"):
