@@ -61,7 +61,7 @@ from step_perception.core.types import (
     Task,
 )
 
-__all__ = ["FrameInput", "Perceiver", "PerceiverStats"]
+__all__ = ["FrameInput", "Perceiver", "PerceiverStats", "frame_input"]
 
 _log = logging.getLogger(__name__)
 _LATENCY_WINDOW = 256
@@ -86,6 +86,37 @@ class FrameInput:
     prompt: str | None = None
     task: Task | None = None
     timeout_s: float | None = None
+
+
+def frame_input(
+    image: object,
+    stamp_ns: int,
+    frame_id: str,
+    *,
+    depth: object | None = None,
+    intrinsics: CameraIntrinsics | None = None,
+    prompt: str | None = None,
+    task: Task | None = None,
+    timeout_s: float | None = None,
+) -> FrameInput:
+    """Build a ``FrameInput``: the one builder, shared by the node and the offline runner.
+
+    ``image`` is the raw colour message (Image-like or CompressedImage-like, any
+    message family); its ``width``/``height`` are read when it has them, else 0
+    (compressed: the decoded size is used). ``stamp_ns`` and ``frame_id`` come from
+    its header, converted by the caller.
+    """
+    width = int(getattr(image, "width", 0) or 0)
+    height = int(getattr(image, "height", 0) or 0)
+    return FrameInput(
+        meta=FrameMeta(stamp_ns=int(stamp_ns), frame_id=str(frame_id), width=width, height=height),
+        image=image,
+        depth=depth,
+        intrinsics=intrinsics,
+        prompt=prompt,
+        task=task,
+        timeout_s=timeout_s,
+    )
 
 
 @dataclass(frozen=True)

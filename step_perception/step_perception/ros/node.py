@@ -12,6 +12,11 @@ result drain, timers, parameter and lifecycle services. The ``query`` and
 answer occupies one executor thread and never the loop. ``main`` spins a
 ``MultiThreadedExecutor``.
 
+The decisions live in the pure core and are unit-tested there: the frame gate
+and the content-filter policy (core/frames.py), depth pairing, held frames and
+the clock-jump reset (core/sync.py), the query's frame and reply
+(core/query.py). This module only translates between ROS and the core.
+
 Lifecycle: configure reads the parameters and builds the backend, activate
 subscribes, deactivate unsubscribes (in-flight answers are discarded),
 cleanup frees the backend. ``autostart`` (default true) walks to active.
@@ -20,16 +25,14 @@ cleanup frees the backend. ``autostart`` (default true) walks to active.
 from __future__ import annotations
 
 import contextlib
-import math
 import queue
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import rclpy
@@ -44,12 +47,6 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.lifecycle.publisher import LifecyclePublisher
 from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-)
 from rclpy.subscription import Subscription
 from rclpy.utilities import get_rmw_implementation_identifier, try_shutdown
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -57,13 +54,9 @@ from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
 from visualization_msgs.msg import MarkerArray
 
-from step_perception.backends.base import Backend
 from step_perception.backends.factory import backend_from_config
-from step_perception.core.config import (
-    ImageTransportKind,
-    PerceptionConfig,
-    Reliability,
-)
+from step_perception.core.backend import Backend
+from step_perception.core.config import ImageTransportKind, PerceptionConfig
 from step_perception.core.errors import (
     BackendError,
     ConfigError,
@@ -71,9 +64,11 @@ from step_perception.core.errors import (
     ParseError,
     StepPerceptionError,
 )
-from step_perception.core.frames import Decision, FrameGate, GateCounters
-from step_perception.core.pipeline import FrameInput, Perceiver, PerceiverStats
-from step_perception.core.types import CameraIntrinsics, FrameMeta, PerceptionResult, Task
+from step_perception.core.frames import Decision, FrameGate, GateCounters, content_filter_bounds
+from step_perception.core.pipeline import Perceiver, PerceiverStats, frame_input
+from step_perception.core.query import FrameMailbox, format_stamp, query_reply, query_timeout
+from step_perception.core.sync import ClockJump, DepthSync
+from step_perception.core.types import CameraIntrinsics, PerceptionResult
 from step_perception.ros.content_filter import (
     ContentFilterError,
     StampFilter,
@@ -94,13 +89,14 @@ from step_perception.ros.params import (
     declare_parameters,
     read_settings,
 )
+from step_perception.ros.qos import DEPTH_KEEP, depth_qos, image_qos, output_qos
 from step_perception.ros.viz import debug_image, markers
 
 # The repo's source folder step_perception_msgs/ shadows the built package for mypy.
 from step_perception_msgs.msg import ObjectDetectionArray, SceneDescription  # type: ignore[attr-defined]
 from step_perception_msgs.srv import Query  # type: ignore[attr-defined]
 
-__all__ = ["NODE_NAME", "PerceptionNode", "depth_qos", "image_qos", "main", "output_qos"]
+__all__ = ["NODE_NAME", "PerceptionNode", "main"]
 
 NODE_NAME = "step_perception"
 # [s] how long an admitted colour frame waits for its aligned depth. Measured here (replayed
@@ -109,60 +105,10 @@ NODE_NAME = "step_perception"
 # next heartbeat); waiting longer would stall the loop, so those frames go out without 3D
 # positions and are counted as drops_no_depth_in_time.
 _DEPTH_WAIT_S = 0.5
-_DEPTH_MATCH_NS = 25_000_000  # [ns] depth and colour stamps closer than this are "aligned"
-_DEPTH_KEEP = 4  # depth frames kept for matching
 _CLOCK_JUMP_NS = 1_000_000_000  # a clock going back further than this resets the gate
 _LOG_THROTTLE_S = 5.0
 _MAX_QUERIES = 2  # concurrent queries; more are refused at once (keeps executor threads free)
 _EXECUTOR_THREADS = 4
-
-
-def image_qos(reliability: Reliability) -> QoSProfile:
-    """Camera input QoS: the sensor-data profile (keep last 1), reliability as configured."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=1,
-        reliability=(
-            ReliabilityPolicy.RELIABLE
-            if reliability is Reliability.RELIABLE
-            else ReliabilityPolicy.BEST_EFFORT
-        ),
-        durability=DurabilityPolicy.VOLATILE,
-    )
-
-
-def depth_qos(reliability: Reliability) -> QoSProfile:
-    """Depth input QoS: as the image's, but keeping a few frames.
-
-    Depth is paired with a colour frame by stamp, so it must not be overwritten before the
-    pairing. Measured here: a reliable keep-last-1 reader received only 9-10 of 24 replayed
-    1280x720 16UC1 depth frames sent right after their colour frames; keep-last-``_DEPTH_KEEP``
-    received all 24.
-    """
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=_DEPTH_KEEP,
-        reliability=image_qos(reliability).reliability,
-        durability=DurabilityPolicy.VOLATILE,
-    )
-
-
-def output_qos() -> QoSProfile:
-    """Output QoS: reliable, keep last 10."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=10,
-        reliability=ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.VOLATILE,
-    )
-
-
-@dataclass
-class _Waiter:
-    """A query waiting for the next frame to arrive."""
-
-    event: threading.Event = field(default_factory=threading.Event)
-    msg: Any = None
 
 
 @dataclass(frozen=True)
@@ -174,13 +120,8 @@ class _Finished:
     future: Future[PerceptionResult]
 
 
-@dataclass
-class _Held:
-    """An admitted colour frame waiting briefly for its aligned depth."""
-
-    msg: Any
-    generation: int
-    deadline: float  # monotonic
+def _stamp(msg: Any) -> int:
+    return stamp_to_ns(msg.header.stamp)
 
 
 class PerceptionNode(LifecycleNode):
@@ -206,13 +147,12 @@ class PerceptionNode(LifecycleNode):
         self._filters: list[StampFilter] = []
         self._input_path = "none"
         self._intrinsics: CameraIntrinsics | None = None
-        self._depths: deque[Any] = deque(maxlen=_DEPTH_KEEP)
-        self._held: _Held | None = None
+        self._sync: DepthSync[Any, Image] = DepthSync(
+            time.monotonic, keep=DEPTH_KEEP, wait_s=_DEPTH_WAIT_S
+        )
+        self._clock_jump = ClockJump(_CLOCK_JUMP_NS)
+        self._mailbox: FrameMailbox[Any] = FrameMailbox(time.monotonic)
         self._depth_timer: Any = None
-        self._last_now_ns: int | None = None
-        self._latest: tuple[Any, float] | None = None  # (msg, monotonic receipt)
-        self._latest_stamp_ns: int | None = None
-        self._waiters: list[_Waiter] = []
         self._queries = threading.BoundedSemaphore(_MAX_QUERIES)
         self._finished: queue.SimpleQueue[_Finished] = queue.SimpleQueue()
 
@@ -316,12 +256,9 @@ class PerceptionNode(LifecycleNode):
         self._unsubscribe()
         if self._gate is not None:
             self._gate.reset()
-        self._held = None
+        self._sync.drop_held()
         self._state = "inactive"
-        with self._lock:  # queries waiting for a frame get none now
-            waiters, self._waiters = self._waiters, []
-        for w in waiters:
-            w.event.set()
+        self._mailbox.release_waiters()  # queries waiting for a frame get none now
         self.get_logger().info("deactivated: camera unsubscribed")
         return super().on_deactivate(state)
 
@@ -360,9 +297,7 @@ class PerceptionNode(LifecycleNode):
             perceiver, backend = self._perceiver, self._backend
             self._perceiver = self._backend = self._gate = None
             self._settings = self._config = None
-            waiters, self._waiters = self._waiters, []
-        for w in waiters:
-            w.event.set()
+        self._mailbox.release_waiters()
         for pub in self._pubs.values():
             self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
@@ -374,61 +309,47 @@ class PerceptionNode(LifecycleNode):
     # -- subscriptions and the content filter ------------------------------------------------
 
     def _subscribe(self, settings: NodeSettings, config: PerceptionConfig) -> None:
-        qos = image_qos(config.reliability)
+        qos, group = image_qos(config.reliability), self._loop_group
         if config.image_transport is ImageTransportKind.COMPRESSED:
             image = self.create_subscription(
-                CompressedImage, "image_raw/compressed", self._on_image, qos,
-                callback_group=self._loop_group,
-            )  # fmt: skip
+                CompressedImage, "image_raw/compressed", self._on_image, qos, callback_group=group
+            )
         else:
             image = self.create_subscription(
-                Image, "image_raw", self._on_image, qos, callback_group=self._loop_group
+                Image, "image_raw", self._on_image, qos, callback_group=group
             )
-        self._subs = [image]
-        self._subs.append(
+        self._subs = [
+            image,
             self.create_subscription(
-                CameraInfo,
-                "camera_info",
-                self._on_camera_info,
-                qos,
-                callback_group=self._loop_group,
-            )
-        )
-        self._subs.append(
+                CameraInfo, "camera_info", self._on_camera_info, qos, callback_group=group
+            ),
             self.create_subscription(
-                String, "prompt", self._on_prompt, output_qos(), callback_group=self._loop_group
-            )
-        )
+                String, "prompt", self._on_prompt, output_qos(), callback_group=group
+            ),
+        ]
         depth = None
         if config.use_depth:
             depth = self.create_subscription(
-                Image,
-                "depth/image_raw",
-                self._on_depth,
-                depth_qos(config.reliability),
-                callback_group=self._loop_group,
-            )
+                Image, "depth/image_raw", self._on_depth, depth_qos(config.reliability),
+                callback_group=group,
+            )  # fmt: skip
             self._subs.append(depth)
             self._depth_timer = self.create_timer(
-                0.05, self._check_held, callback_group=self._loop_group, clock=self._steady
+                0.05, self._check_held, callback_group=group, clock=self._steady
             )
-        self._filters = []
-        self._input_path = "plain"
+        self._filters, self._input_path = [], "plain"
         why = self._filter_refusal(settings.content_filter)
         if why:
             self.get_logger().info(f"input path: plain keep-last-1 subscription ({why})")
         else:
             filters = [StampFilter(s) for s in (image, depth) if s is not None]
             if all(f.enable() for f in filters):
-                self._filters = filters
-                self._input_path = "content_filter"
+                self._filters, self._input_path = filters, "content_filter"
                 self.get_logger().info(
                     "input path: DDS content filter on header.stamp, driven by the throttle"
                 )
             else:
-                for f in filters:  # leave none half-filtered: open them all
-                    with contextlib.suppress(ContentFilterError):
-                        f.set_bound(0)
+                self._open_filters(filters)  # leave none half-filtered
                 self.get_logger().info(
                     "input path: plain keep-last-1 subscription (the RMW has no "
                     "content-filtered topics: is_cft_enabled is false)"
@@ -445,6 +366,12 @@ class PerceptionNode(LifecycleNode):
                 return f"content_filter auto: {why}; set content_filter:=on to force it"
         return ""
 
+    @staticmethod
+    def _open_filters(filters: list[StampFilter]) -> None:
+        for f in filters:
+            with contextlib.suppress(ContentFilterError):
+                f.set_bound(0)
+
     def _unsubscribe(self) -> None:
         for sub in self._subs:
             self.destroy_subscription(sub)
@@ -453,39 +380,29 @@ class PerceptionNode(LifecycleNode):
             self.destroy_timer(self._depth_timer)
             self._depth_timer = None
         self._input_path = "none"
-        self._depths.clear()
+        self._sync.clear()
 
     def _update_filter(self) -> None:
         """Move the content filters to what the gate (and waiting queries) will take next."""
         if not self._filters or self._gate is None:
             return
-        with self._lock:
-            waiting = bool(self._waiters)
-        bound: int | None
-        if waiting:  # a query takes the next frame, whatever the throttle says
-            bound = 0 if self._latest_stamp_ns is None else self._latest_stamp_ns + 1
-        elif not self._enabled:
-            bound = None
-        else:
-            bound = self._gate.next_accept_stamp_ns()
-        held = self._held
-        if held is not None and not waiting:
-            bound = None  # a frame waits for its depth: no other colour frame is needed now
-        # filters[0] is the colour image, filters[1] (if any) the depth, which must let the
-        # held frame's depth through.
-        bounds = [bound, stamp_to_ns(held.msg.header.stamp) if held is not None else bound]
-        try:
-            for f, b in zip(self._filters, bounds, strict=False):
+        held = self._sync.held
+        bounds = content_filter_bounds(
+            self._gate.next_accept_stamp_ns(),
+            enabled=self._enabled,
+            query_waiting=self._mailbox.waiting,
+            latest_stamp_ns=self._mailbox.latest_stamp_ns,
+            held_stamp_ns=held.stamp_ns if held is not None else None,
+        )
+        try:  # filters[0] is the colour image, filters[1] (if any) the depth
+            for f, b in zip(self._filters, (bounds.colour, bounds.depth), strict=False):
                 f.set_bound(b)
         except ContentFilterError as err:
             self.get_logger().error(
                 f"content filter update failed ({err}); falling back to the plain subscription"
             )
-            for f in self._filters:
-                with contextlib.suppress(ContentFilterError):
-                    f.set_bound(0)
-            self._filters = []
-            self._input_path = "plain"
+            self._open_filters(self._filters)
+            self._filters, self._input_path = [], "plain"
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -498,20 +415,12 @@ class PerceptionNode(LifecycleNode):
         if gate is None or self._state != "active":
             self._diag.drop("inactive")
             return
-        now = self._now_ns()
-        if self._last_now_ns is not None and now < self._last_now_ns - _CLOCK_JUMP_NS:
+        if self._clock_jump.jumped_back(self._now_ns()):
             self.get_logger().info("clock jumped back (bag loop?): throttle reset")
             gate.reset()
-            self._held = None
-        self._last_now_ns = now
-        stamp = stamp_to_ns(msg.header.stamp)
-        with self._lock:
-            self._latest = (msg, time.monotonic())
-            self._latest_stamp_ns = stamp
-            waiters, self._waiters = self._waiters, []
-        for w in waiters:
-            w.msg = msg
-            w.event.set()
+            self._sync.drop_held()
+        stamp = _stamp(msg)
+        self._mailbox.put(stamp, msg)
         if not self._enabled:
             self._diag.drop("disabled")
         elif gate.offer(stamp, msg) is Decision.SEND_NOW:
@@ -520,11 +429,9 @@ class PerceptionNode(LifecycleNode):
 
     def _on_depth(self, msg: Image) -> None:
         self._diag.received("depth")
-        self._depths.append(msg)
-        held = self._held
-        if held is not None and self._match_depth(held.msg) is not None:
-            self._held = None
-            self._send(held.msg, held.generation)
+        held = self._sync.add_depth(_stamp(msg), msg)
+        if held is not None:
+            self._send(held.payload, held.generation)
             self._update_filter()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -542,48 +449,28 @@ class PerceptionNode(LifecycleNode):
         if not result.successful:
             self.get_logger().warning(f"prompt topic: rejected: {result.reason}")
 
-    def _match_depth(self, colour: Any) -> Image | None:
-        stamp = stamp_to_ns(colour.header.stamp)
-        best, best_dt = None, _DEPTH_MATCH_NS + 1
-        for d in list(self._depths):  # a copy: the query thread reads while the loop appends
-            dt = abs(stamp_to_ns(d.header.stamp) - stamp)
-            if dt < best_dt:
-                best, best_dt = d, dt
-        return best
-
     def _check_held(self) -> None:
-        held = self._held
-        if held is not None and time.monotonic() >= held.deadline:
-            self._held = None
+        held = self._sync.expired()
+        if held is not None:
             self._diag.drop("no_depth_in_time")
-            self._send(held.msg, held.generation, wait_depth=False)
+            self._send(held.payload, held.generation, wait_depth=False)
             self._update_filter()
-
-    def _frame_input(self, msg: Any, depth: Image | None, **overrides: Any) -> FrameInput:
-        width = int(getattr(msg, "width", 0) or 0)
-        height = int(getattr(msg, "height", 0) or 0)
-        meta = FrameMeta(
-            stamp_ns=stamp_to_ns(msg.header.stamp),
-            frame_id=str(msg.header.frame_id),
-            width=width,
-            height=height,
-        )
-        return FrameInput(
-            meta=meta, image=msg, depth=depth, intrinsics=self._intrinsics, **overrides
-        )
 
     def _send(self, msg: Any, generation: int, *, wait_depth: bool = True) -> None:
         """Hand an admitted frame to the perceiver (or hold it briefly for its depth)."""
         perceiver, config = self._perceiver, self._config
         if perceiver is None or config is None:
             return
-        depth = None
+        stamp, depth = _stamp(msg), None
         if config.use_depth:
-            depth = self._match_depth(msg)
+            depth = self._sync.match(stamp)
             if depth is None and wait_depth:
-                self._held = _Held(msg, generation, time.monotonic() + _DEPTH_WAIT_S)
+                self._sync.hold(stamp, msg, generation)
                 return
-        future = perceiver.submit(self._frame_input(msg, depth))
+        frame = frame_input(
+            msg, stamp, msg.header.frame_id, depth=depth, intrinsics=self._intrinsics
+        )
+        future = perceiver.submit(frame)
         future.add_done_callback(lambda f: self._post(_Finished(msg, generation, f)))
 
     def _post(self, item: _Finished) -> None:
@@ -609,24 +496,24 @@ class PerceptionNode(LifecycleNode):
         self._update_filter()
 
     def _publish(self, msg: Any, future: Future[PerceptionResult]) -> None:
-        log = self.get_logger()
-        stamp = f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
+        log, throttle = self.get_logger(), _LOG_THROTTLE_S
         try:
             result = future.result()
         except ImageError as err:
             log.error(
-                f"malformed image (stamp {stamp}, frame_id {msg.header.frame_id!r}): {err}",
-                throttle_duration_sec=_LOG_THROTTLE_S,
+                f"malformed image (stamp {format_stamp(_stamp(msg))}, "
+                f"frame_id {msg.header.frame_id!r}): {err}",
+                throttle_duration_sec=throttle,
             )
             return
         except ParseError as err:
-            log.warning(f"unusable model answer: {err}", throttle_duration_sec=_LOG_THROTTLE_S)
+            log.warning(f"unusable model answer: {err}", throttle_duration_sec=throttle)
             return
         except BackendError as err:
-            log.warning(f"model backend: {err}", throttle_duration_sec=_LOG_THROTTLE_S)
+            log.warning(f"model backend: {err}", throttle_duration_sec=throttle)
             return
         except Exception as err:
-            log.error(f"frame failed: {err!r}", throttle_duration_sec=_LOG_THROTTLE_S)
+            log.error(f"frame failed: {err!r}", throttle_duration_sec=throttle)
             return
         self._diag.processed.tick()
         self._publish_result(msg, result)
@@ -671,28 +558,6 @@ class PerceptionNode(LifecycleNode):
         self.get_logger().info(f"enable service: {response.message}")
         return response
 
-    def _fresh_frame(self, config: PerceptionConfig) -> Any:
-        """Return the newest received frame when it is known to be the newest, else ``None``."""
-        if self._input_path != "plain":
-            return None  # filtered frames never arrived: the next one to come is the newest
-        with self._lock:
-            latest = self._latest
-        if latest is None or time.monotonic() - latest[1] > config.max_frame_age_s:
-            return None
-        return latest[0]
-
-    def _next_frame(self, deadline: float) -> Any:
-        waiter = _Waiter()
-        with self._lock:
-            self._waiters.append(waiter)
-        self._wake.trigger()  # opens the content filter for it
-        waiter.event.wait(max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-        self._wake.trigger()
-        return waiter.msg
-
     def _on_query(self, request: Query.Request, response: Query.Response) -> Query.Response:
         response.success = False
         if not self._queries.acquire(blocking=False):
@@ -709,22 +574,29 @@ class PerceptionNode(LifecycleNode):
         if perceiver is None or config is None or self._state != "active":
             response.message = f"not active (lifecycle state {self._state})"
             return response
-        timeout = float(request.timeout_s) if request.timeout_s > 0 else config.request_timeout_s
-        if not math.isfinite(timeout):
-            response.message = "timeout_s must be finite"
+        try:
+            timeout = query_timeout(request.timeout_s, config.request_timeout_s)
+        except ConfigError as err:
+            response.message = str(err)
             return response
         deadline = time.monotonic() + timeout
-        msg = self._fresh_frame(config)
-        if msg is None:
-            msg = self._next_frame(deadline)
+        msg = self._mailbox.frame_for_query(
+            deadline,
+            max_age_s=config.max_frame_age_s,
+            latest_is_newest=self._input_path == "plain",  # filtered frames never arrived
+            on_change=self._wake.trigger,  # the loop opens/closes the content filter
+        )
         if msg is None:
             response.message = f"no image arrived within {timeout:g} s"
             return response
-        prompt = request.prompt.strip() or None
-        remaining = max(0.0, deadline - time.monotonic())
+        stamp, remaining = _stamp(msg), max(0.0, deadline - time.monotonic())
         future = perceiver.submit(
-            self._frame_input(msg, self._match_depth(msg) if config.use_depth else None,
-                              prompt=prompt, timeout_s=remaining)
+            frame_input(
+                msg, stamp, msg.header.frame_id,
+                depth=self._sync.match(stamp) if config.use_depth else None,
+                intrinsics=self._intrinsics, prompt=request.prompt.strip() or None,
+                timeout_s=remaining,
+            )
         )  # fmt: skip
         try:
             result = future.result(timeout=remaining + 0.5)
@@ -735,19 +607,11 @@ class PerceptionNode(LifecycleNode):
         except StepPerceptionError as err:
             response.message = f"{type(err).__name__}: {err}"
             return response
+        reply = query_reply(result, stamp)
         response.success = True
         response.detections = detection_array(result, msg.header)
         response.scene = scene_msg(result, msg.header)
-        if result.task is Task.COMMAND and result.command is not None:
-            response.answer = result.command.text()
-        else:
-            response.answer = result.summary
-        response.message = (
-            f"{len(result.detections)} object(s) in frame "
-            f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
-        )
-        if result.command_rejection:
-            response.message += f"; command rejected: {result.command_rejection}"
+        response.answer, response.message = reply.answer, reply.message
         return response
 
     # -- parameters --------------------------------------------------------------------------
@@ -795,7 +659,7 @@ class PerceptionNode(LifecycleNode):
             lifecycle_state=self._state,
             enabled=self._enabled,
             input_path=self._input_path,
-            rate_limit_hz=config.rate_hz if config is not None else math.nan,
+            rate_limit_hz=config.rate_hz if config is not None else float("nan"),
             input_rate_hz=self._diag.input.rate(),
             processed_rate_hz=self._diag.processed.rate(),
             gate=gate.counters() if gate is not None else GateCounters(),

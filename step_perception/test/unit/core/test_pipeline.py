@@ -260,3 +260,14 @@ def test_closed_perceiver_fails_futures_instead_of_hanging():
     p.close()
     with pytest.raises(StepPerceptionError, match="closed"):
         p.submit(frame()).result(timeout=5)
+
+
+def test_frame_input_builder_reads_the_size_when_the_image_has_one():
+    from step_perception.core.pipeline import frame_input
+
+    raw = SimpleNamespace(width=64, height=48)
+    f = frame_input(raw, 5, "cam", depth="d", intrinsics=K, prompt="mug", timeout_s=1.5)
+    assert f.meta == FrameMeta(5, "cam", 64, 48)
+    assert (f.image, f.depth, f.intrinsics, f.prompt, f.timeout_s) == (raw, "d", K, "mug", 1.5)
+    compressed = frame_input(SimpleNamespace(format="jpeg", data=b""), 6, "cam", task=Task.LOCATE)
+    assert compressed.meta == FrameMeta(6, "cam", 0, 0) and compressed.task is Task.LOCATE
