@@ -44,56 +44,45 @@ from rclpy.clock_type import ClockType
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.lifecycle.publisher import LifecyclePublisher
 from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
-from rclpy.subscription import Subscription
-from rclpy.utilities import get_rmw_implementation_identifier, try_shutdown
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from rclpy.utilities import try_shutdown
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
-from visualization_msgs.msg import MarkerArray
 
 from step_perception.backends.factory import backend_from_config
 from step_perception.core.backend import Backend
-from step_perception.core.config import ImageTransportKind, PerceptionConfig
+from step_perception.core.config import PerceptionConfig
 from step_perception.core.errors import (
     BackendError,
     ConfigError,
-    ImageError,
-    ParseError,
     StepPerceptionError,
 )
-from step_perception.core.frames import Decision, FrameGate, GateCounters, content_filter_bounds
+from step_perception.core.frames import FrameGate, GateCounters
+from step_perception.core.loop import Dispatch, FrameLoop
 from step_perception.core.pipeline import Perceiver, PerceiverStats, frame_input
-from step_perception.core.query import FrameMailbox, format_stamp, query_reply, query_timeout
+from step_perception.core.query import FrameMailbox, query_reply, query_timeout
 from step_perception.core.sync import ClockJump, DepthSync
 from step_perception.core.types import CameraIntrinsics, PerceptionResult
-from step_perception.ros.content_filter import (
-    ContentFilterError,
-    StampFilter,
-    middleware_filter_is_safe,
-)
 from step_perception.ros.conversions import (
-    command_msg,
     detection_array,
     intrinsics_from_camera_info,
     scene_msg,
     stamp_to_ns,
 )
 from step_perception.ros.diagnostics import Diagnostics, DiagnosticsSnapshot
+from step_perception.ros.inputs import CameraCallbacks, CameraInputs
+from step_perception.ros.outputs import Outputs
 from step_perception.ros.params import (
-    ContentFilterMode,
     NodeSettings,
     apply_updates,
     declare_parameters,
     read_settings,
 )
-from step_perception.ros.qos import DEPTH_KEEP, depth_qos, image_qos, output_qos
-from step_perception.ros.viz import debug_image, markers
+from step_perception.ros.qos import DEPTH_KEEP
 
 # The repo's source folder step_perception_msgs/ shadows the built package for mypy.
-from step_perception_msgs.msg import ObjectDetectionArray, SceneDescription  # type: ignore[attr-defined]
 from step_perception_msgs.srv import Query  # type: ignore[attr-defined]
 
 __all__ = ["NODE_NAME", "PerceptionNode", "main"]
@@ -140,19 +129,24 @@ class PerceptionNode(LifecycleNode):
         self._config: PerceptionConfig | None = None
         self._backend: Backend | None = None
         self._perceiver: Perceiver | None = None
-        self._gate: FrameGate[Any] | None = None
+        self._loop: FrameLoop[Any, Image] | None = None
         self._enabled = True
-        self._pubs: dict[str, LifecyclePublisher] = {}
-        self._subs: list[Subscription] = []
-        self._filters: list[StampFilter] = []
-        self._input_path = "none"
+        self._outputs: Outputs | None = None
+        self._inputs = CameraInputs(
+            self,
+            self._loop_group,
+            self._steady,
+            CameraCallbacks(
+                self._on_image, self._on_depth, self._on_camera_info, self._on_prompt,
+                self._check_held,
+            ),
+        )  # fmt: skip
         self._intrinsics: CameraIntrinsics | None = None
         self._sync: DepthSync[Any, Image] = DepthSync(
             time.monotonic, keep=DEPTH_KEEP, wait_s=_DEPTH_WAIT_S
         )
         self._clock_jump = ClockJump(_CLOCK_JUMP_NS)
         self._mailbox: FrameMailbox[Any] = FrameMailbox(time.monotonic)
-        self._depth_timer: Any = None
         self._queries = threading.BoundedSemaphore(_MAX_QUERIES)
         self._finished: queue.SimpleQueue[_Finished] = queue.SimpleQueue()
 
@@ -212,6 +206,7 @@ class PerceptionNode(LifecycleNode):
                 max_inflight=config.max_inflight,
                 max_frame_age_s=config.max_frame_age_s,
             )
+            loop = FrameLoop(gate, self._sync, self._clock_jump, use_depth=config.use_depth)
             perceiver = Perceiver(config, backend, now_ns=self._now_ns)
         except StepPerceptionError as err:
             backend.close()
@@ -219,15 +214,8 @@ class PerceptionNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         with self._lock:
             self._settings, self._config = settings, config
-            self._backend, self._perceiver, self._gate = backend, perceiver, gate
-        qos = output_qos()
-        self._pubs = {
-            "detections": self.create_lifecycle_publisher(ObjectDetectionArray, "detections", qos),
-            "scene": self.create_lifecycle_publisher(SceneDescription, "scene", qos),
-            "command": self.create_lifecycle_publisher(String, "command", qos),
-            "debug_image": self.create_lifecycle_publisher(Image, "debug_image", qos),
-            "markers": self.create_lifecycle_publisher(MarkerArray, "markers", qos),
-        }
+            self._backend, self._perceiver, self._loop = backend, perceiver, loop
+        self._outputs = Outputs(self)
         self.get_logger().info(
             f"configured: backend={backend.name} model={config.model} "
             f"profile={config.model_profile} task={config.task.value} rate_hz={config.rate_hz:g} "
@@ -241,11 +229,12 @@ class PerceptionNode(LifecycleNode):
         """Subscribe to the camera topics and start publishing."""
         assert self._settings is not None and self._config is not None
         try:
-            self._subscribe(self._settings, self._config)
+            self._inputs.subscribe(self._config, self._settings.content_filter)
         except Exception as err:  # an RMW error must not leave half a subscription set
             self.get_logger().error(f"activate failed: {err!r}")
             self._unsubscribe()
             return TransitionCallbackReturn.FAILURE
+        self._update_filter()
         self._state = "active"
         ret = super().on_activate(state)
         self._wake.trigger()
@@ -254,9 +243,8 @@ class PerceptionNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe; answers still in flight are discarded."""
         self._unsubscribe()
-        if self._gate is not None:
-            self._gate.reset()
-        self._sync.drop_held()
+        if self._loop is not None:
+            self._loop.reset()
         self._state = "inactive"
         self._mailbox.release_waiters()  # queries waiting for a frame get none now
         self.get_logger().info("deactivated: camera unsubscribed")
@@ -292,117 +280,35 @@ class PerceptionNode(LifecycleNode):
         self._unsubscribe()
         self._release()
 
+    def _unsubscribe(self) -> None:
+        self._inputs.unsubscribe()
+        self._sync.clear()
+
     def _release(self) -> None:
         with self._lock:
             perceiver, backend = self._perceiver, self._backend
-            self._perceiver = self._backend = self._gate = None
+            self._perceiver = self._backend = self._loop = None
             self._settings = self._config = None
         self._mailbox.release_waiters()
-        for pub in self._pubs.values():
-            self.destroy_lifecycle_publisher(pub)
-        self._pubs = {}
+        if self._outputs is not None:
+            self._outputs.destroy()
+            self._outputs = None
         if perceiver is not None:
             perceiver.close()
         if backend is not None:
             backend.close()
 
-    # -- subscriptions and the content filter ------------------------------------------------
-
-    def _subscribe(self, settings: NodeSettings, config: PerceptionConfig) -> None:
-        qos, group = image_qos(config.reliability), self._loop_group
-        if config.image_transport is ImageTransportKind.COMPRESSED:
-            image = self.create_subscription(
-                CompressedImage, "image_raw/compressed", self._on_image, qos, callback_group=group
-            )
-        else:
-            image = self.create_subscription(
-                Image, "image_raw", self._on_image, qos, callback_group=group
-            )
-        self._subs = [
-            image,
-            self.create_subscription(
-                CameraInfo, "camera_info", self._on_camera_info, qos, callback_group=group
-            ),
-            self.create_subscription(
-                String, "prompt", self._on_prompt, output_qos(), callback_group=group
-            ),
-        ]
-        depth = None
-        if config.use_depth:
-            depth = self.create_subscription(
-                Image, "depth/image_raw", self._on_depth, depth_qos(config.reliability),
-                callback_group=group,
-            )  # fmt: skip
-            self._subs.append(depth)
-            self._depth_timer = self.create_timer(
-                0.05, self._check_held, callback_group=group, clock=self._steady
-            )
-        self._filters, self._input_path = [], "plain"
-        why = self._filter_refusal(settings.content_filter)
-        if why:
-            self.get_logger().info(f"input path: plain keep-last-1 subscription ({why})")
-        else:
-            filters = [StampFilter(s) for s in (image, depth) if s is not None]
-            if all(f.enable() for f in filters):
-                self._filters, self._input_path = filters, "content_filter"
-                self.get_logger().info(
-                    "input path: DDS content filter on header.stamp, driven by the throttle"
-                )
-            else:
-                self._open_filters(filters)  # leave none half-filtered
-                self.get_logger().info(
-                    "input path: plain keep-last-1 subscription (the RMW has no "
-                    "content-filtered topics: is_cft_enabled is false)"
-                )
-        self._update_filter()
-
-    def _filter_refusal(self, mode: ContentFilterMode) -> str:
-        """Why the content filter is not used, or '' when it should be tried."""
-        if mode is ContentFilterMode.OFF:
-            return "content_filter is off"
-        if mode is ContentFilterMode.AUTO:
-            safe, why = middleware_filter_is_safe(get_rmw_implementation_identifier())
-            if not safe:
-                return f"content_filter auto: {why}; set content_filter:=on to force it"
-        return ""
-
-    @staticmethod
-    def _open_filters(filters: list[StampFilter]) -> None:
-        for f in filters:
-            with contextlib.suppress(ContentFilterError):
-                f.set_bound(0)
-
-    def _unsubscribe(self) -> None:
-        for sub in self._subs:
-            self.destroy_subscription(sub)
-        self._subs, self._filters = [], []
-        if self._depth_timer is not None:
-            self.destroy_timer(self._depth_timer)
-            self._depth_timer = None
-        self._input_path = "none"
-        self._sync.clear()
-
     def _update_filter(self) -> None:
         """Move the content filters to what the gate (and waiting queries) will take next."""
-        if not self._filters or self._gate is None:
-            return
-        held = self._sync.held
-        bounds = content_filter_bounds(
-            self._gate.next_accept_stamp_ns(),
-            enabled=self._enabled,
-            query_waiting=self._mailbox.waiting,
-            latest_stamp_ns=self._mailbox.latest_stamp_ns,
-            held_stamp_ns=held.stamp_ns if held is not None else None,
-        )
-        try:  # filters[0] is the colour image, filters[1] (if any) the depth
-            for f, b in zip(self._filters, (bounds.colour, bounds.depth), strict=False):
-                f.set_bound(b)
-        except ContentFilterError as err:
-            self.get_logger().error(
-                f"content filter update failed ({err}); falling back to the plain subscription"
+        loop = self._loop
+        if loop is not None and self._inputs.filtered:
+            self._inputs.set_bounds(
+                loop.filter_bounds(
+                    enabled=self._enabled,
+                    query_waiting=self._mailbox.waiting,
+                    latest_stamp_ns=self._mailbox.latest_stamp_ns,
+                )
             )
-            self._open_filters(self._filters)
-            self._filters, self._input_path = [], "plain"
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -411,27 +317,25 @@ class PerceptionNode(LifecycleNode):
 
     def _on_image(self, msg: Any) -> None:
         self._diag.input.tick()
-        gate = self._gate
-        if gate is None or self._state != "active":
+        loop = self._loop
+        if loop is None or self._state != "active":
             self._diag.drop("inactive")
             return
-        if self._clock_jump.jumped_back(self._now_ns()):
+        if loop.check_clock(self._now_ns()):
             self.get_logger().info("clock jumped back (bag loop?): throttle reset")
-            gate.reset()
-            self._sync.drop_held()
         stamp = _stamp(msg)
         self._mailbox.put(stamp, msg)
         if not self._enabled:
             self._diag.drop("disabled")
-        elif gate.offer(stamp, msg) is Decision.SEND_NOW:
-            self._send(msg, gate.generation)
+        else:
+            self._send(loop.offer(stamp, msg)[1])
         self._update_filter()
 
     def _on_depth(self, msg: Image) -> None:
         self._diag.received("depth")
-        held = self._sync.add_depth(_stamp(msg), msg)
-        if held is not None:
-            self._send(held.payload, held.generation)
+        loop = self._loop
+        if loop is not None:
+            self._send(loop.add_depth(_stamp(msg), msg))
             self._update_filter()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -450,28 +354,25 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().warning(f"prompt topic: rejected: {result.reason}")
 
     def _check_held(self) -> None:
-        held = self._sync.expired()
-        if held is not None:
+        loop = self._loop
+        dispatch = loop.expired() if loop is not None else None
+        if dispatch is not None:
             self._diag.drop("no_depth_in_time")
-            self._send(held.payload, held.generation, wait_depth=False)
+            self._send(dispatch)
             self._update_filter()
 
-    def _send(self, msg: Any, generation: int, *, wait_depth: bool = True) -> None:
-        """Hand an admitted frame to the perceiver (or hold it briefly for its depth)."""
-        perceiver, config = self._perceiver, self._config
-        if perceiver is None or config is None:
+    def _send(self, d: Dispatch[Any, Image] | None) -> None:
+        """Hand a frame the loop decided to send to the perceiver."""
+        perceiver = self._perceiver
+        if d is None or perceiver is None:
             return
-        stamp, depth = _stamp(msg), None
-        if config.use_depth:
-            depth = self._sync.match(stamp)
-            if depth is None and wait_depth:
-                self._sync.hold(stamp, msg, generation)
-                return
+        msg, generation = d.payload, d.generation
         frame = frame_input(
-            msg, stamp, msg.header.frame_id, depth=depth, intrinsics=self._intrinsics
+            msg, d.stamp_ns, msg.header.frame_id, depth=d.depth, intrinsics=self._intrinsics
         )
-        future = perceiver.submit(frame)
-        future.add_done_callback(lambda f: self._post(_Finished(msg, generation, f)))
+        perceiver.submit(frame).add_done_callback(
+            lambda f: self._post(_Finished(msg, generation, f))
+        )
 
     def _post(self, item: _Finished) -> None:
         # Worker thread: queue it and wake the executor; nothing else happens here.
@@ -484,69 +385,17 @@ class PerceptionNode(LifecycleNode):
                 item = self._finished.get_nowait()
             except queue.Empty:
                 break
-            gate = self._gate
-            if gate is None:
+            loop = self._loop
+            if loop is None:
                 continue
-            current = item.generation == gate.generation
-            nxt = gate.done(item.generation)
-            if current and self._state == "active":
-                self._publish(item.msg, item.future)
-            if nxt is not None:
-                self._send(nxt.payload, nxt.generation)
+            finished = loop.done(item.generation)
+            if finished.current and self._state == "active" and self._outputs is not None:
+                config = self._config
+                always = config is not None and config.publish_debug_image
+                if self._outputs.publish_outcome(item.msg, item.future, always_debug=always):
+                    self._diag.processed.tick()
+            self._send(finished.next)
         self._update_filter()
-
-    def _publish(self, msg: Any, future: Future[PerceptionResult]) -> None:
-        log, throttle = self.get_logger(), _LOG_THROTTLE_S
-        try:
-            result = future.result()
-        except ImageError as err:
-            log.error(
-                f"malformed image (stamp {format_stamp(_stamp(msg))}, "
-                f"frame_id {msg.header.frame_id!r}): {err}",
-                throttle_duration_sec=throttle,
-            )
-            return
-        except ParseError as err:
-            log.warning(f"unusable model answer: {err}", throttle_duration_sec=throttle)
-            return
-        except BackendError as err:
-            log.warning(f"model backend: {err}", throttle_duration_sec=throttle)
-            return
-        except Exception as err:
-            log.error(f"frame failed: {err!r}", throttle_duration_sec=throttle)
-            return
-        self._diag.processed.tick()
-        self._publish_result(msg, result)
-
-    def _publish_result(self, msg: Any, result: PerceptionResult) -> None:
-        header: Header = msg.header
-        pubs = self._pubs
-        if not pubs:
-            return
-        pubs["detections"].publish(detection_array(result, header))
-        pubs["scene"].publish(scene_msg(result, header))
-        command = command_msg(result)
-        if command is not None:
-            pubs["command"].publish(command)
-        if result.command_rejection:
-            self.get_logger().info(
-                f"command rejected: {result.command_rejection}",
-                throttle_duration_sec=_LOG_THROTTLE_S,
-            )
-        arr = markers(result, header)
-        if arr is not None:
-            pubs["markers"].publish(arr)
-        config = self._config
-        want_debug = (config is not None and config.publish_debug_image) or pubs[
-            "debug_image"
-        ].get_subscription_count() > 0
-        if want_debug:
-            try:
-                pubs["debug_image"].publish(debug_image(msg, result, header))
-            except ImageError as err:
-                self.get_logger().warning(
-                    f"debug image: {err}", throttle_duration_sec=_LOG_THROTTLE_S
-                )
 
     # -- services ----------------------------------------------------------------------------
 
@@ -570,8 +419,8 @@ class PerceptionNode(LifecycleNode):
 
     def _answer_query(self, request: Query.Request, response: Query.Response) -> Query.Response:
         with self._lock:
-            perceiver, config = self._perceiver, self._config
-        if perceiver is None or config is None or self._state != "active":
+            perceiver, config, loop = self._perceiver, self._config, self._loop
+        if perceiver is None or config is None or loop is None or self._state != "active":
             response.message = f"not active (lifecycle state {self._state})"
             return response
         try:
@@ -583,7 +432,7 @@ class PerceptionNode(LifecycleNode):
         msg = self._mailbox.frame_for_query(
             deadline,
             max_age_s=config.max_frame_age_s,
-            latest_is_newest=self._input_path == "plain",  # filtered frames never arrived
+            latest_is_newest=self._inputs.input_path == "plain",  # filtered frames never arrived
             on_change=self._wake.trigger,  # the loop opens/closes the content filter
         )
         if msg is None:
@@ -593,7 +442,7 @@ class PerceptionNode(LifecycleNode):
         future = perceiver.submit(
             frame_input(
                 msg, stamp, msg.header.frame_id,
-                depth=self._sync.match(stamp) if config.use_depth else None,
+                depth=loop.depth_for(stamp),
                 intrinsics=self._intrinsics, prompt=request.prompt.strip() or None,
                 timeout_s=remaining,
             )
@@ -645,8 +494,8 @@ class PerceptionNode(LifecycleNode):
             self._config = new
         if self._perceiver is not None:
             self._perceiver.update_config(new)
-        if self._gate is not None:
-            self._gate.reconfigure(rate_hz=new.rate_hz, max_frame_age_s=new.max_frame_age_s)
+        if self._loop is not None:
+            self._loop.gate.reconfigure(rate_hz=new.rate_hz, max_frame_age_s=new.max_frame_age_s)
         names = ", ".join(sorted(p.name for p in params))
         self.get_logger().info(f"parameters changed at run time: {names}")
         self._wake.trigger()
@@ -654,15 +503,15 @@ class PerceptionNode(LifecycleNode):
     # -- diagnostics -------------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
-        perceiver, gate, config, backend = self._perceiver, self._gate, self._config, self._backend
+        perceiver, loop, config, backend = self._perceiver, self._loop, self._config, self._backend
         snap = DiagnosticsSnapshot(
             lifecycle_state=self._state,
             enabled=self._enabled,
-            input_path=self._input_path,
+            input_path=self._inputs.input_path,
             rate_limit_hz=config.rate_hz if config is not None else float("nan"),
             input_rate_hz=self._diag.input.rate(),
             processed_rate_hz=self._diag.processed.rate(),
-            gate=gate.counters() if gate is not None else GateCounters(),
+            gate=loop.gate.counters() if loop is not None else GateCounters(),
             node_drops=self._diag.node_drops(),
             stats=perceiver.stats() if perceiver is not None else PerceiverStats(),
             health=backend.health() if backend is not None else None,
