@@ -31,13 +31,11 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock
 from rclpy.clock_type import ClockType
@@ -54,23 +52,14 @@ from std_srvs.srv import SetBool
 from step_perception.backends.factory import backend_from_config
 from step_perception.core.backend import Backend
 from step_perception.core.config import PerceptionConfig
-from step_perception.core.errors import (
-    BackendError,
-    ConfigError,
-    StepPerceptionError,
-)
+from step_perception.core.errors import BackendError, ConfigError, StepPerceptionError
 from step_perception.core.frames import FrameGate, GateCounters
 from step_perception.core.loop import Dispatch, FrameLoop
 from step_perception.core.pipeline import Perceiver, PerceiverStats, frame_input
-from step_perception.core.query import FrameMailbox, query_reply, query_timeout
+from step_perception.core.query import FrameMailbox
 from step_perception.core.sync import ClockJump, DepthSync
 from step_perception.core.types import CameraIntrinsics, PerceptionResult
-from step_perception.ros.conversions import (
-    detection_array,
-    intrinsics_from_camera_info,
-    scene_msg,
-    stamp_to_ns,
-)
+from step_perception.ros.conversions import intrinsics_from_camera_info, stamp_to_ns
 from step_perception.ros.diagnostics import Diagnostics, DiagnosticsSnapshot
 from step_perception.ros.inputs import CameraCallbacks, CameraInputs
 from step_perception.ros.outputs import Outputs
@@ -79,11 +68,10 @@ from step_perception.ros.params import (
     apply_updates,
     declare_parameters,
     read_settings,
+    validate_updates,
 )
 from step_perception.ros.qos import DEPTH_KEEP
-
-# The repo's source folder step_perception_msgs/ shadows the built package for mypy.
-from step_perception_msgs.srv import Query  # type: ignore[attr-defined]
+from step_perception.ros.query_service import QueryContext, QueryService
 
 __all__ = ["NODE_NAME", "PerceptionNode", "main"]
 
@@ -96,7 +84,6 @@ NODE_NAME = "step_perception"
 _DEPTH_WAIT_S = 0.5
 _CLOCK_JUMP_NS = 1_000_000_000  # a clock going back further than this resets the gate
 _LOG_THROTTLE_S = 5.0
-_MAX_QUERIES = 2  # concurrent queries; more are refused at once (keeps executor threads free)
 _EXECUTOR_THREADS = 4
 
 
@@ -147,7 +134,6 @@ class PerceptionNode(LifecycleNode):
         )
         self._clock_jump = ClockJump(_CLOCK_JUMP_NS)
         self._mailbox: FrameMailbox[Any] = FrameMailbox(time.monotonic)
-        self._queries = threading.BoundedSemaphore(_MAX_QUERIES)
         self._finished: queue.SimpleQueue[_Finished] = queue.SimpleQueue()
 
         ns = self.get_namespace()
@@ -160,9 +146,11 @@ class PerceptionNode(LifecycleNode):
         self.create_timer(
             1.0, self._publish_diagnostics, callback_group=self._loop_group, clock=self._steady
         )
-        self.create_service(Query, "query", self._on_query, callback_group=self._service_group)
+        self._query = QueryService(
+            self, self._service_group, self._mailbox, self._query_context, self._wake.trigger
+        )
         self.create_service(SetBool, "enable", self._on_enable, callback_group=self._service_group)
-        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_on_set_parameters_callback(lambda ps: validate_updates(self, self._config, ps))
         self.add_post_set_parameters_callback(self._apply_parameters)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -407,77 +395,15 @@ class PerceptionNode(LifecycleNode):
         self.get_logger().info(f"enable service: {response.message}")
         return response
 
-    def _on_query(self, request: Query.Request, response: Query.Response) -> Query.Response:
-        response.success = False
-        if not self._queries.acquire(blocking=False):
-            response.message = f"busy: {_MAX_QUERIES} queries are already running"
-            return response
-        try:
-            return self._answer_query(request, response)
-        finally:
-            self._queries.release()
-
-    def _answer_query(self, request: Query.Request, response: Query.Response) -> Query.Response:
+    def _query_context(self) -> QueryContext | str:
         with self._lock:
             perceiver, config, loop = self._perceiver, self._config, self._loop
         if perceiver is None or config is None or loop is None or self._state != "active":
-            response.message = f"not active (lifecycle state {self._state})"
-            return response
-        try:
-            timeout = query_timeout(request.timeout_s, config.request_timeout_s)
-        except ConfigError as err:
-            response.message = str(err)
-            return response
-        deadline = time.monotonic() + timeout
-        msg = self._mailbox.frame_for_query(
-            deadline,
-            max_age_s=config.max_frame_age_s,
-            latest_is_newest=self._inputs.input_path == "plain",  # filtered frames never arrived
-            on_change=self._wake.trigger,  # the loop opens/closes the content filter
-        )
-        if msg is None:
-            response.message = f"no image arrived within {timeout:g} s"
-            return response
-        stamp, remaining = _stamp(msg), max(0.0, deadline - time.monotonic())
-        future = perceiver.submit(
-            frame_input(
-                msg, stamp, msg.header.frame_id,
-                depth=loop.depth_for(stamp),
-                intrinsics=self._intrinsics, prompt=request.prompt.strip() or None,
-                timeout_s=remaining,
-            )
-        )  # fmt: skip
-        try:
-            result = future.result(timeout=remaining + 0.5)
-        except FutureTimeout:
-            future.cancel()
-            response.message = f"no answer within {timeout:g} s"
-            return response
-        except StepPerceptionError as err:
-            response.message = f"{type(err).__name__}: {err}"
-            return response
-        reply = query_reply(result, stamp)
-        response.success = True
-        response.detections = detection_array(result, msg.header)
-        response.scene = scene_msg(result, msg.header)
-        response.answer, response.message = reply.answer, reply.message
-        return response
+            return f"not active (lifecycle state {self._state})"
+        latest_is_newest = self._inputs.input_path == "plain"  # filtered frames never arrived
+        return QueryContext(perceiver, config, loop, self._intrinsics, latest_is_newest)
 
     # -- parameters --------------------------------------------------------------------------
-
-    def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        config = self._config or self._config_from_parameters()
-        try:
-            apply_updates(config, params)
-        except ConfigError as err:
-            return SetParametersResult(successful=False, reason=str(err))
-        return SetParametersResult(successful=True)
-
-    def _config_from_parameters(self) -> PerceptionConfig:
-        try:
-            return read_settings(self).config
-        except ConfigError:
-            return PerceptionConfig()
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
         config = self._config

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[2]  # step_perception/ (the ament package folder)
 REPO = SRC.parent
 PACKAGE_DIRS = {
@@ -212,3 +214,18 @@ def test_no_import_cycles_with_the_tools_package() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+@pytest.mark.parametrize("package", ["core", "backends", "ros"])
+def test_each_layer_names_its_public_modules(package: str) -> None:
+    import importlib
+
+    mod = importlib.import_module(f"step_perception.{package}")
+    names = set(mod.__all__)
+    on_disk = {
+        m.rpartition(".")[2]
+        for m in MODULES
+        if m.startswith(f"step_perception.{package}.") and m.count(".") == 2
+    }
+    assert names <= on_disk  # every name is a real module
+    assert on_disk - names <= {"replay"}  # and every module is named (replay: a shim, going)
