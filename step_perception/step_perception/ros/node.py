@@ -321,9 +321,9 @@ class PerceptionNode(LifecycleNode):
 
     def _on_depth(self, msg: Image) -> None:
         self._diag.received("depth")
-        loop = self._loop
-        if loop is not None:
-            self._send(loop.add_depth(_stamp(msg), msg))
+        dispatch = self._loop.add_depth(_stamp(msg), msg) if self._loop is not None else None
+        if dispatch is not None:  # the held colour frame now has its depth
+            self._send(dispatch)
             self._update_filter()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
