@@ -1,4 +1,7 @@
-"""The one interface every model backend implements."""
+"""The one interface every model backend implements (it lives in core: the pipeline needs it).
+
+Backends (``step_perception.backends``) implement it; core never imports them.
+"""
 
 from __future__ import annotations
 
