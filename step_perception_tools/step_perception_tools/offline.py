@@ -33,12 +33,11 @@ from step_perception.core.box_encoding import encode_source_box
 from step_perception.core.config import PerceptionConfig
 from step_perception.core.errors import ConfigError, StepPerceptionError
 from step_perception.core.imaging import prepare
-from step_perception.core.pipeline import FrameInput, Perceiver
+from step_perception.core.pipeline import FrameInput, Perceiver, frame_input
 from step_perception.core.profiles import get_profile
 from step_perception.core.prompts import build_request
 from step_perception.core.types import (
     Detection,
-    FrameMeta,
     PerceptionResult,
     PreparedImage,
 )
@@ -81,11 +80,10 @@ class OfflineOutcome:
 
 
 def _frame_input(frame: SceneFrame, use_depth: bool, timeout_s: float | None) -> FrameInput:
-    width = int(getattr(frame.image, "width", 0))
-    height = int(getattr(frame.image, "height", 0))
-    return FrameInput(
-        meta=FrameMeta(frame.stamp_ns, frame.frame_id, width, height),
-        image=frame.image,
+    return frame_input(
+        frame.image,
+        frame.stamp_ns,
+        frame.frame_id,
         depth=frame.depth if use_depth else None,
         intrinsics=frame.intrinsics,
         timeout_s=timeout_s,
@@ -188,7 +186,7 @@ def write_oracle_cassette(
     frames: Iterable[SceneFrame], config: PerceptionConfig, path: Path
 ) -> int:
     """Append, for every frame with truth, the truth answer keyed by its request; returns lines."""
-    from step_perception.backends.replay import CassetteEntry
+    from step_perception.backends.cassette import CassetteEntry
 
     n = 0
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ and the typed errors in ``errors``.
 
 __all__ = [
     "backend",
+    "box_encoding",
     "commands",
     "config",
     "endpoints",

@@ -9,6 +9,7 @@ __all__ = [
     "conversions",
     "diagnostics",
     "inputs",
+    "messages",
     "node",
     "outputs",
     "params",

@@ -2,10 +2,10 @@
 
 Layers, lowest first: ``core`` (pure: no rclpy, no ROS messages) < ``backends`` <
 ``ros``. A module may import its own layer and the ones below it. The tools
-(``step_perception.tools`` today, the sibling package ``step_perception_tools``
-once it exists) may import everything, and nothing in the node's package imports
-them. No module of these packages takes part in an import cycle. Imports under
-``if TYPE_CHECKING:`` count as well: an interface core needs lives in core.
+(the sibling package ``step_perception_tools``) may import everything, and
+nothing in the node's package imports them. No module of these packages takes
+part in an import cycle. Imports under ``if TYPE_CHECKING:`` count as well: an
+interface core needs lives in core.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ PACKAGE_DIRS = {
     "step_perception": SRC / "step_perception",
     "step_perception_tools": REPO / "step_perception_tools" / "step_perception_tools",
 }
-TOOLS = ("step_perception.tools", "step_perception_tools")
+TOOLS = ("step_perception_tools",)
 # Layer of each subpackage of the node package; what it may import from the packages.
 LAYERS = ("core", "backends", "ros")
 # Third-party roots only the ROS layer (and the tools) may import.
@@ -200,15 +200,7 @@ def test_no_import_cycles_in_the_node_package() -> None:
 
 
 def test_no_import_cycles_with_the_tools_package() -> None:
-    # The folder step_perception/tools/ is on its way out (issue #10 moves it, and breaks its
-    # cli <-> offline/replay cycle, into step_perception_tools); every other module counts.
-    legacy = ("step_perception.tools",)
-    graph = {
-        m: {t for t in ts if not _is_in(t, legacy)}
-        for m, ts in _graph().items()
-        if not _is_in(m, legacy)
-    }
-    assert _cycles(graph) == []
+    assert _cycles(_graph()) == []
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
@@ -228,4 +220,4 @@ def test_each_layer_names_its_public_modules(package: str) -> None:
         if m.startswith(f"step_perception.{package}.") and m.count(".") == 2
     }
     assert names <= on_disk  # every name is a real module
-    assert on_disk - names <= {"replay"}  # and every module is named (replay: a shim, going)
+    assert on_disk == names  # and every module is named
