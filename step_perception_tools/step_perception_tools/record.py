@@ -24,7 +24,11 @@ from typing import Any
 
 import rclpy
 from rclpy.clock import Clock
-from rclpy.clock_type import ClockType
+
+try:
+    from rclpy.clock_type import ClockType  # Jazzy and later
+except ImportError:  # Humble: ClockType lives in rclpy.clock (rclpy.clock_type came with Jazzy)
+    from rclpy.clock import ClockType  # type: ignore[attr-defined,no-redef]
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter

@@ -38,7 +38,11 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock
-from rclpy.clock_type import ClockType
+
+try:
+    from rclpy.clock_type import ClockType  # Jazzy and later
+except ImportError:  # Humble: ClockType lives in rclpy.clock (rclpy.clock_type came with Jazzy)
+    from rclpy.clock import ClockType  # type: ignore[attr-defined,no-redef]
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
