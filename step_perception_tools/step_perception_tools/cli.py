@@ -32,6 +32,7 @@ examples:
   step-perception eval run1 --truth scenes --out eval1
   step-perception run-offline scenes -p endpoint=http://localhost:8000/v1 --eval eval2
   step-perception demo --scenes 24
+  step-perception plan-gpu --model step3p7-flash --dtype fp8 --concurrency 8
 """
 
 _TRUTH_HELP = """\
@@ -262,6 +263,19 @@ def _parser() -> argparse.ArgumentParser:
     from step_perception_tools.demo import add_arguments as add_demo_arguments
 
     add_demo_arguments(d)
+
+    g = sub.add_parser(
+        "plan-gpu",
+        help="GPU memory of a model server: weights, KV cache, headroom, GPUs needed",
+        description="How much GPU memory a server for a VLM needs (weights in a storage format "
+        "with its scale/zero-point overheads, KV cache of the concurrent requests incl. image "
+        "tokens, runtime headroom) and how many GPUs of each type it takes. Presets cite their "
+        "published configs (step_perception_tools.plan_gpu).",
+        formatter_class=fmt,
+    )
+    from step_perception_tools.plan_gpu import add_arguments as add_plan_gpu_arguments
+
+    add_plan_gpu_arguments(g)
     return p
 
 
@@ -317,6 +331,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         from step_perception_tools.offline import run_from_args
 
         return run_from_args(args, console)
+    if args.command == "plan-gpu":
+        from step_perception_tools.plan_gpu import run as plan_gpu
+
+        return plan_gpu(args)
 
     stop = threading.Event()
     _install_stop_handlers(stop)

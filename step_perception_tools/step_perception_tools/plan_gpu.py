@@ -18,8 +18,9 @@ The seed's arithmetic as a tool, with the overheads it leaves out:
   NCCL buffers and the allocator (``DEFAULT_HEADROOM``, documented there).
 
 Pure code (no ROS, no network): ``plan()`` computes a ``Plan``; ``render_text``/``render_json``
-print it; ``add_arguments``/``run`` are the CLI. Units: GB = 10^9 bytes, as vendors and the
-seed write them; a GPU's capacity is in bytes as its driver reports it.
+print it; ``add_arguments``/``run`` are the ``plan-gpu`` subcommand of ``step-perception``.
+Units: GB = 10^9 bytes, as vendors and the seed write them; a GPU's capacity is in bytes as
+its driver reports it.
 """
 
 from __future__ import annotations
@@ -680,14 +681,3 @@ def run(args: argparse.Namespace, image_tokens: ImageTokenFn | None = None) -> i
         return 2
     print(render_json(result) if args.json else render_text(result), end="")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -m step_perception_tools.plan_gpu``) until the CLI wires it."""
-    parser = argparse.ArgumentParser(prog="step-perception plan-gpu", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
