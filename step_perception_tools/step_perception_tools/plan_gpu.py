@@ -289,6 +289,7 @@ class ModelSpec:
     attention: tuple[AttentionLayers, ...]
     default_image_tokens: int  # one 728-px-class camera frame, when no token function is given
     max_context: int
+    profile: str = "generic"  # the node's model_profile of this family: its image-token function
     moe: str = ""  # e.g. "288 routed experts, top-8 (+1 shared)"; "" = dense
     sources: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
@@ -331,6 +332,7 @@ PRESETS: dict[str, ModelSpec] = {
             # measured here (shared/README.md, 2026-12-01).
             default_image_tokens=337,
             max_context=262144,
+            profile="step3p7",
             moe="288 routed experts top-8 + 1 shared expert per MoE layer; ~11B active",
             sources=(
                 f"198B total (196B language + 1.8B perception encoder), 11B active, 256k "
@@ -360,6 +362,7 @@ PRESETS: dict[str, ModelSpec] = {
             # 728x410 -> smart_resize to multiples of 28 (728x420) -> 26x15 = 390 tokens.
             default_image_tokens=390,
             max_context=128000,
+            profile="qwen2_5_vl",
             sources=(
                 "8.29B params; 28 layers, hidden 3584, 28 heads, 4 KV heads, vocab 152064: "
                 "https://huggingface.co/Qwen/Qwen2.5-VL-7B-Instruct/blob/main/config.json",
@@ -374,6 +377,7 @@ PRESETS: dict[str, ModelSpec] = {
             attention=(AttentionLayers(layers=80, kv_heads=8, head_dim=128),),
             default_image_tokens=390,
             max_context=128000,
+            profile="qwen2_5_vl",
             sources=(
                 "73.4B params; 80 layers, hidden 8192, 64 heads, 8 KV heads: "
                 "https://huggingface.co/Qwen/Qwen2.5-VL-72B-Instruct/blob/main/config.json",
@@ -387,6 +391,7 @@ PRESETS: dict[str, ModelSpec] = {
             # 728x410 -> multiples of 32 (patch 16, 2x2 merge): 736x416 -> 23x13 = 299.
             default_image_tokens=299,
             max_context=262144,
+            profile="qwen3_vl",
             moe="128 routed experts top-8; ~3B active",
             sources=(
                 "31.1B params; 48 layers, hidden 2048, 32 heads, 4 KV heads, head_dim 128, "
@@ -646,9 +651,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, image_tokens: ImageTokenFn | None = None) -> int:
     """Print the plan for ``args``; 0 on success, 2 on bad input.
 
-    ``image_tokens`` is the model profile's token function; with it, the tokens per image
-    come from the size the node sends (``--camera`` scaled to ``--image-side``) and an
-    explicit ``--image-tokens`` still wins.
+    ``image_tokens`` is the model profile's token function (the one of
+    ``PRESETS[args.model].profile``); with it, the tokens per image come from the size the node
+    sends (``--camera`` scaled to ``--image-side``), and an explicit ``--image-tokens`` still wins.
     """
     try:
         model = PRESETS[args.model]

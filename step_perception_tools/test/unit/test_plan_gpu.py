@@ -188,6 +188,12 @@ def test_headroom_is_taken_from_each_gpu() -> None:
     assert p.rows[0].gpus == 4
 
 
+def test_presets_name_a_node_profile() -> None:
+    from step_perception.core.profiles import profile_names
+
+    assert {m.profile for m in pg.PRESETS.values()} <= set(profile_names())
+
+
 def test_moe_needs_every_expert_in_memory() -> None:
     # memory comes from total parameters: 201B, not the 11B active
     assert pg.weight_bytes(STEP, pg.FORMATS["bf16"]) == 402e9
