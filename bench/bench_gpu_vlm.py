@@ -1,4 +1,4 @@
-"""GPU side of a VLM answer: prefill and per-token decode of a realistic VLM, in-process (issue #14.6).
+"""GPU side of a VLM answer: prefill and per-token decode of a realistic VLM in-process (#14.6).
 
     python3 bench/bench_gpu_vlm.py --out results.json            # on one CUDA GPU (H200 here)
     python3 bench/bench_gpu_vlm.py --tiny --device cpu           # plumbing check, any machine

@@ -53,7 +53,7 @@ LABEL_INDEX = {lab: i for i, lab in enumerate(LABELS)}
 
 
 def degrade(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A real camera's faults on the source image: lens or motion blur, then sensor noise."""
+    """Add a real camera's faults to the source image: lens or motion blur, then sensor noise."""
     img = rgb
     r = rng.random()
     if r < 0.3:  # lens blur / defocus
@@ -64,7 +64,7 @@ def degrade(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         ang = rng.uniform(0, np.pi)
         c = (k - 1) / 2
         for t in np.linspace(-c, c, 2 * k):
-            ker[int(round(c + t * np.sin(ang))), int(round(c + t * np.cos(ang)))] = 1
+            ker[round(c + t * np.sin(ang)), round(c + t * np.cos(ang))] = 1
         img = cv2.filter2D(img, -1, ker / ker.sum())
     if rng.random() < 0.5:  # sensor noise, brighter pixels noisier (shot noise)
         f = img.astype(np.float32)

@@ -8,6 +8,7 @@ only read and write bag files.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -74,11 +75,22 @@ def progress_bar(console: Console | None = None, total: bool = True) -> Progress
 # --------------------------------------------------------------------------- make-scenes
 
 
-def _render(args: tuple[int, int, int, int]) -> Scene:
+def _read_round_trips(path: Path | None) -> tuple[float, ...]:
+    """Read the JSON list of seconds that ``replay --lockstep-latency-out`` wrote (none: empty)."""
+    if path is None:
+        return ()
+    try:
+        values = json.loads(path.read_text())
+        return tuple(float(v) for v in values)
+    except (OSError, ValueError, TypeError) as err:
+        raise StepPerceptionError(f"--round-trips {path}: not a JSON list of seconds") from err
+
+
+def _render(args: tuple[int, int, int, int, str]) -> Scene:
     from step_perception.tools.scenes import render_scene
 
-    seed, index, width, height = args
-    return render_scene(seed, index, width, height)
+    seed, index, width, height, style = args
+    return render_scene(seed, index, width, height, style)
 
 
 def make_scenes(
@@ -94,6 +106,7 @@ def make_scenes(
     jpeg_quality: int = 90,
     jobs: int = 1,
     console: Console | None = None,
+    style: str = "standard",
 ) -> int:
     """Render ``count`` scenes of stream ``seed`` into a new scenes bag; returns frames written."""
     from step_perception.tools.bags import SceneBagWriter, Storage
@@ -103,7 +116,7 @@ def make_scenes(
     period_ns = 1e9 / fps
 
     def scenes() -> Iterator[Scene]:
-        tasks = ((seed, i, width, height) for i in range(count))
+        tasks = ((seed, i, width, height, style) for i in range(count))
         if jobs <= 1:
             for t in tasks:
                 yield _render(t)
@@ -198,6 +211,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--encoding", choices=["rgb8", "bgr8"], default="rgb8", help="(default rgb8)")
     s.add_argument("--jpeg-quality", type=int, default=90, help="(default 90)")
     s.add_argument(
+        "--style",
+        choices=["standard", "randomised", "flat"],
+        default="standard",
+        help="look of the scenes: standard (default), randomised (the reference model's "
+        "domain-randomised training look) or flat (flat colours, toon shading, outlines: a "
+        "look the reference model never saw in training)",
+    )
+    s.add_argument(
         "--jobs",
         type=int,
         default=0,
@@ -280,6 +301,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="give up waiting for one answer after S seconds (default 30)",
     )
+    r.add_argument(
+        "--lockstep-latency-out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --lockstep: write each answered frame's round trip (wall seconds from "
+        "publishing the frame to its answer's arrival) to FILE as a JSON list",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
     c = sub.add_parser(
@@ -336,6 +365,19 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--truth-topic", default="/camera/ground_truth", help="(default %(default)s)")
     e.add_argument("--image-topic", default="/camera/image_raw", help="(default %(default)s)")
     e.add_argument("--samples", type=int, default=6, help="frames drawn in samples.png")
+    e.add_argument(
+        "--no-stamp-latency",
+        action="store_true",
+        help="leave out the stamp -> receipt latency (void after a lockstep replay, which "
+        "pauses bag time)",
+    )
+    e.add_argument(
+        "--round-trips",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="per-frame round trips written by `replay --lockstep-latency-out` (table and plot)",
+    )
 
     o = sub.add_parser(
         "run-offline",
@@ -391,6 +433,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             jpeg_quality=args.jpeg_quality,
             jobs=jobs,
             console=console,
+            style=args.style,
         )
         console.print(escape(f"wrote {n} scenes to {args.out}"))
         return 0
@@ -407,6 +450,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             topics=CameraTopics(image=args.image_topic, truth=args.truth_topic),
             samples=args.samples,
             console=Console(),
+            stamp_latency=not args.no_stamp_latency,
+            round_trips_s=_read_round_trips(args.round_trips),
         )
         return 0
     if args.command == "run-offline":
@@ -437,6 +482,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"published {stats.messages} messages ({stats.passes} pass(es))")
         if args.lockstep:
             console.print(f"lockstep: {stats.answered} answered, {stats.unanswered} timed out")
+            if args.lockstep_latency_out is not None:
+                args.lockstep_latency_out.write_text(json.dumps(list(stats.round_trips_s)) + "\n")
         return 0
     if args.command == "record":
         from step_perception.tools.record import RecordOptions, record

@@ -823,7 +823,7 @@ def _colour_temperature(t: float) -> F32:
 def _random_colour(
     rng: np.random.Generator, sat: tuple[float, float], val: tuple[float, float]
 ) -> F32:
-    """An RGB colour (0..1) of random hue with saturation and value in the given ranges."""
+    """Draw an RGB colour (0..1) of random hue with saturation and value in the given ranges."""
     hsv = np.array(
         [[[rng.uniform(0, 180), rng.uniform(*sat) * 255, rng.uniform(*val) * 255]]], np.float32
     )
@@ -834,7 +834,7 @@ def _random_colour(
 def _room_texture(
     rng: np.random.Generator, style: SceneStyle, decals: int
 ) -> tuple[npt.NDArray[np.float32], float]:
-    """A random surface texture (0..1) and its size in metres; ``decals`` shapes drawn on it."""
+    """Make a random surface texture (0..1) with ``decals`` shapes on it, and its size [m]."""
     if style is SceneStyle.FLAT:  # one flat colour
         col = _random_colour(rng, (0.05, 0.45), (0.45, 0.95))
         return np.broadcast_to(col, (16, 16, 3)).astype(np.float32), 1.0
@@ -900,7 +900,7 @@ def _render_room(
     style: SceneStyle,
     items: list[_Solid],
 ) -> tuple[F32, F32]:
-    """A table with edges around ``items``, the floor below it and a wall: colour and depth."""
+    """Render a table with edges around ``items``, the floor below it and a wall: colour, depth."""
     w, h = cam.width, cam.height
     cam_h = float(cam.pos[2])
     reach = [(it.centre[0], it.centre[1], it.reach) for it in items] or [(0.0, 1.0, 0.1)]
@@ -1027,7 +1027,7 @@ def _sample_clutter(rng: np.random.Generator, cam: _Camera, solids: list[_Solid]
 
 
 def _light_gradient(rng: np.random.Generator, width: int, height: int) -> F32:
-    """A brightness ramp in a random direction, times a vignette half the time."""
+    """Return a brightness ramp in a random direction, times a vignette half the time."""
     ang = float(rng.uniform(0, 2 * math.pi))
     lo, hi = float(rng.uniform(0.6, 1.0)), float(rng.uniform(1.0, 1.35))
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
