@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -827,8 +828,8 @@ def _random_colour(
     hsv = np.array(
         [[[rng.uniform(0, 180), rng.uniform(*sat) * 255, rng.uniform(*val) * 255]]], np.float32
     )
-    rgb = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0]
-    return (rgb.astype(np.float32) / 255.0).astype(np.float32)
+    rgb = np.asarray(cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0], np.float32)
+    return (rgb / 255.0).astype(np.float32)
 
 
 def _room_texture(
@@ -879,17 +880,17 @@ def _room_texture(
         size = float(rng.uniform(0.5, 2.0))
     tex = np.ascontiguousarray(np.clip(tex, 0, 1), np.float32)
     for _ in range(decals):  # paper, coasters, posters, cables: shapes not in the vocabulary
-        col = tuple(float(v) for v in _random_colour(rng, (0.0, 1.0), (0.1, 1.0)))
+        paint = tuple(float(v) for v in _random_colour(rng, (0.0, 1.0), (0.1, 1.0)))
         x, y = (int(v) for v in rng.integers(0, n, 2))
         r = int(rng.integers(n // 20, n // 4))
         kind = int(rng.integers(0, 3))
         if kind == 0:
-            cv2.rectangle(tex, (x, y), (x + r, y + int(r * rng.uniform(0.5, 1.5))), col, -1)
+            cv2.rectangle(tex, (x, y), (x + r, y + int(r * rng.uniform(0.5, 1.5))), paint, -1)
         elif kind == 1:
-            cv2.circle(tex, (x, y), r // 2, col, -1)
+            cv2.circle(tex, (x, y), r // 2, paint, -1)
         else:
             pts = rng.integers(0, n, (4, 2)).astype(np.int32)
-            cv2.polylines(tex, [pts], False, col, int(rng.integers(1, 5)))
+            cv2.polylines(tex, [pts], False, paint, int(rng.integers(1, 5)))
     return tex, size
 
 
@@ -955,6 +956,7 @@ def _render_room(
         mx = ((cu + off[0]) * (n / size)).astype(np.float32)
         my = ((cv_ + off[1]) * (n / size)).astype(np.float32)
         col = cv2.remap(tex, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+        lum: npt.NDArray[np.floating[Any]]
         if flat:
             lum = np.full((hh, hw), 0.8 if surf == 2 else 0.6 + 0.35 * diffuse, np.float32)
         elif surf == 2:  # wall: a vertical gradient
@@ -1036,7 +1038,7 @@ def _light_gradient(rng: np.random.Generator, width: int, height: int) -> F32:
     if rng.random() < 0.5:
         r2 = ((xx / width - 0.5) ** 2 + (yy / height - 0.5) ** 2) * 2
         g *= 1.0 - float(rng.uniform(0.1, 0.4)) * r2
-    return g.astype(np.float32)
+    return np.asarray(g, np.float32)
 
 
 def _outline(img: F32, ids: npt.NDArray[np.int16]) -> None:
