@@ -1,9 +1,11 @@
 """Train the detector of the tabletop reference model on synthetic scenes (one CUDA GPU).
 
-Exact command used for the committed weights (see models/tabletop-ref/README.md):
+Exact commands used for the committed weights (see models/tabletop-ref/README.md):
 
-    python models/training/train_tabletop.py --config models/training/train_config.json \
-        --out $OUT --max-minutes 8 [--resume DIR_WITH_weights.pt_AND_opt.pt]
+    python3 models/training/train_tabletop.py --out OUT1 --init-from models/tabletop-ref \
+        --max-minutes 8.3 --workers 15
+    python3 models/training/train_tabletop.py --out OUT2 --resume OUT1 --new-cycle 0.001 \
+        --echo 3 --max-minutes 5.2 --workers 15
 
 Scenes come from ``step_perception.tools.scenes.render_scene(train_seed, i, style=...)``
 rendered on the fly by DataLoader workers, a fraction ``randomised_fraction`` of them in the
