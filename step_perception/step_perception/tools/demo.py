@@ -34,7 +34,6 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from step_perception.core.errors import StepPerceptionError
 
@@ -89,22 +88,6 @@ class DemoOutcome:
     report: dict[str, object]
     node_stats: dict[str, str]  # the node's last /diagnostics key/values (latencies, drops, ...)
     lockstep: bool = True
-
-
-def node_diagnostics(run_bag: Path) -> dict[str, str]:
-    """Return the key/values of the node's last ``/diagnostics`` status in a recorded run."""
-    from step_perception.tools.bags import open_reader, typestore
-
-    store = typestore()
-    last: dict[str, str] = {}
-    with open_reader(run_bag) as reader:
-        conns = [c for c in reader.connections if c.topic == "/diagnostics"]
-        for conn, _, raw in reader.messages(connections=conns):
-            msg: Any = store.deserialize_cdr(raw, conn.msgtype)
-            for status in msg.status:
-                if "step_perception" in status.name:
-                    last = {kv.key: kv.value for kv in status.values}
-    return last
 
 
 def _free_port() -> int:
@@ -303,6 +286,8 @@ def run_demo(opts: DemoOptions) -> DemoOutcome:
         "eval", env,
     )  # fmt: skip
     report = json.loads((report_dir / "report.json").read_text())
+    from step_perception.tools.evaluate import node_diagnostics
+
     return DemoOutcome(
         scenes_bag, run_bag, report_dir, report, node_diagnostics(run_bag), opts.lockstep
     )

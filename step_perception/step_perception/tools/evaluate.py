@@ -35,7 +35,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -48,14 +48,17 @@ from step_perception.tools.bags import (
     CameraTopics,
     SceneFrame,
     StampedDetections,
+    open_reader,
     read_detections,
     read_scene_frames,
+    typestore,
 )
 
 if TYPE_CHECKING:
     from cv2.typing import MatLike
 
 __all__ = [
+    "NODE_LATENCY_LABEL",
     "ROUND_TRIP_LABEL",
     "EvalReport",
     "Evaluation",
@@ -64,6 +67,7 @@ __all__ = [
     "evaluate",
     "evaluate_bags",
     "greedy_match",
+    "node_diagnostics",
     "print_report",
     "write_latency_histogram",
     "write_samples",
@@ -74,6 +78,7 @@ _NS = 1e9
 _PLAUSIBLE_LATENCY_S = (0.0, 3600.0)
 #: What a lockstep replay's round trip measures (table rows and plot).
 ROUND_TRIP_LABEL = "frame published -> answer received"
+NODE_LATENCY_LABEL = "frame in -> result out"
 _STAMP_LABEL = "source stamp -> receipt"
 _GT_BGR = (60, 200, 60)  # green
 _PRED_BGR = (220, 60, 220)  # magenta
@@ -134,6 +139,9 @@ class EvalReport:
     round_trip_median_s: float | None = None
     round_trip_p95_s: float | None = None
     round_trip_max_s: float | None = None
+    # the node's own frame in -> result out, from its last /diagnostics status in the run bag
+    node_latency_p50_s: float | None = None
+    node_latency_p95_s: float | None = None
 
     def to_json(self) -> str:
         """Serialise the report as pretty JSON (``null`` for undefined numbers)."""
@@ -199,11 +207,13 @@ def evaluate(
     *,
     stamp_latency: bool = True,
     round_trips_s: Sequence[float] = (),
+    node_latency_s: tuple[float, float] | None = None,
 ) -> Evaluation:
     """Score ``outputs`` against ``truth`` (both keyed by header stamp).
 
     ``stamp_latency=False`` leaves out the stamp -> receipt latency (void in lockstep);
-    ``round_trips_s`` are per-frame round trips measured by a lockstep replay.
+    ``round_trips_s`` are per-frame round trips measured by a lockstep replay;
+    ``node_latency_s`` is the node's own (p50, p95) from its ``/diagnostics``.
     """
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"IoU threshold must be in (0, 1], got {iou_threshold}")
@@ -295,6 +305,8 @@ def evaluate(
         round_trip_median_s=_percentile(trips, 50),
         round_trip_p95_s=_percentile(trips, 95),
         round_trip_max_s=max(trips) if trips else None,
+        node_latency_p50_s=node_latency_s[0] if node_latency_s else None,
+        node_latency_p95_s=node_latency_s[1] if node_latency_s else None,
     )
     return Evaluation(
         report=report, frames=tuple(frames), latencies_s=latencies, round_trips_s=trips
@@ -345,6 +357,12 @@ def print_report(report: EvalReport, console: Console) -> None:
             ("latency p95", ms(r.latency_p95_s), over),
             ("latency max", ms(r.latency_max_s), over),
         ]
+    if r.node_latency_p50_s is not None:
+        over = f"{NODE_LATENCY_LABEL} (its /diagnostics)"
+        rows += [
+            ("node latency p50", ms(r.node_latency_p50_s), over),
+            ("node latency p95", ms(r.node_latency_p95_s), over),
+        ]
     if r.round_trip_count:
         over = f"{r.round_trip_count} frames, {ROUND_TRIP_LABEL}"
         rows += [
@@ -360,12 +378,16 @@ def print_report(report: EvalReport, console: Console) -> None:
 
 
 def write_latency_histogram(
-    latencies_s: Sequence[float], path: Path, round_trips_s: Sequence[float] = ()
+    latencies_s: Sequence[float],
+    path: Path,
+    round_trips_s: Sequence[float] = (),
+    node_latency_s: tuple[float, float] | None = None,
 ) -> None:
     """Write PNG histograms [ms] of the latencies that were measured (matplotlib, headless).
 
     One panel per series given: stamp -> receipt per output message, and the lockstep
-    round trip per frame. With neither, the picture says that nothing was measured.
+    round trip per frame; the node's own p50 / p95 (``node_latency_s``) are drawn on each as
+    green lines. With no series, the picture says that nothing was measured.
     """
     import matplotlib as mpl  # heavy: only for this plot
 
@@ -390,6 +412,14 @@ def write_latency_histogram(
             for q, style in ((50, "-"), (95, "--")):
                 v = float(np.percentile(values, q))
                 ax.axvline(v, color="#c44e52", linestyle=style, label=f"p{q} {v:.1f} ms")
+            if node_latency_s is not None:
+                for q, v, style in ((50, node_latency_s[0], "-"), (95, node_latency_s[1], "--")):
+                    ax.axvline(
+                        v * 1000.0,
+                        color="#55a868",
+                        linestyle=style,
+                        label=f"node {NODE_LATENCY_LABEL} p{q} {v * 1000.0:.1f} ms",
+                    )
             ax.legend()
             ax.set_xlabel(xlabel)
             ax.set_ylabel(unit)
@@ -491,15 +521,21 @@ def evaluate_bags(
     with console.status("reading bags"):
         truth = read_detections(truth_bag, topics.truth)
         outputs = read_detections(run_bag, detections_topic)
+        node = _node_latency(node_diagnostics(run_bag))
     result = evaluate(
-        truth, outputs, iou_threshold, stamp_latency=stamp_latency, round_trips_s=round_trips_s
+        truth,
+        outputs,
+        iou_threshold,
+        stamp_latency=stamp_latency,
+        round_trips_s=round_trips_s,
+        node_latency_s=node,
     )
     print_report(result.report, console)
     if out_dir is None:
         return result.report
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(result.report.to_json(), "utf-8")
-    write_latency_histogram(result.latencies_s, out_dir / "latency.png", result.round_trips_s)
+    write_latency_histogram(result.latencies_s, out_dir / "latency.png", result.round_trips_s, node)
     if samples > 0:
         picked = _pick(result.frames, samples)
         by_stamp = {m.stamp_ns: m for m in picked}
@@ -508,6 +544,31 @@ def evaluate_bags(
         write_samples([(f, by_stamp[f.stamp_ns]) for f in images], out_dir / "samples.png")
     console.print(f"wrote {out_dir / 'report.json'}, latency.png, samples.png")
     return result.report
+
+
+def node_diagnostics(run_bag: Path) -> dict[str, str]:
+    """Return the key/values of the node's last ``/diagnostics`` status in a recorded run."""
+    store = typestore()
+    last: dict[str, str] = {}
+    with open_reader(run_bag) as reader:
+        conns = [c for c in reader.connections if c.topic == "/diagnostics"]
+        if not conns:  # an empty list would make rosbags read every topic
+            return last
+        for conn, _, raw in reader.messages(connections=conns):
+            msg: Any = store.deserialize_cdr(raw, conn.msgtype)
+            for status in msg.status:
+                if "step_perception" in status.name:
+                    last = {kv.key: kv.value for kv in status.values}
+    return last
+
+
+def _node_latency(stats: dict[str, str]) -> tuple[float, float] | None:
+    """Return the node's (p50, p95) frame in -> result out from its diagnostics, or None."""
+    try:
+        p50, p95 = float(stats["latency_p50_s"]), float(stats["latency_p95_s"])
+    except (KeyError, ValueError):
+        return None
+    return None if math.isnan(p50) or math.isnan(p95) else (p50, p95)
 
 
 def _pick(frames: Sequence[FrameMatch], k: int) -> list[FrameMatch]:

@@ -206,3 +206,47 @@ def test_real_time_report_keeps_stamp_latency_rows():
     text = console.export_text()
     assert "latency median" in text and "source stamp -> receipt" in text
     assert "round trip" not in text
+
+
+def test_node_latency_comes_from_the_run_bags_diagnostics(tmp_path):
+    """The node's own p50 / p95 (its last /diagnostics status) become rows of the report."""
+    from rosbags.typesys.stores.ros2_jazzy import (
+        builtin_interfaces__msg__Time as Time,
+    )
+    from rosbags.typesys.stores.ros2_jazzy import (
+        diagnostic_msgs__msg__DiagnosticArray as DiagnosticArray,
+    )
+    from rosbags.typesys.stores.ros2_jazzy import (
+        diagnostic_msgs__msg__DiagnosticStatus as DiagnosticStatus,
+    )
+    from rosbags.typesys.stores.ros2_jazzy import diagnostic_msgs__msg__KeyValue as KeyValue
+    from rosbags.typesys.stores.ros2_jazzy import std_msgs__msg__Header as Header
+    from step_perception.tools.evaluate import node_diagnostics, print_report
+
+    store = bags.typestore()
+    run_bag = tmp_path / "run"
+    out = bags.open_writer(run_bag)
+    conn = out.add_connection("/diagnostics", DiagnosticArray.__msgtype__, typestore=store)
+    for i, (p50, p95) in enumerate((("0.5", "0.9"), ("0.081", "0.2"))):  # the last one counts
+        status = DiagnosticStatus(
+            level=0,
+            name="perception_node: step_perception",
+            message="ok",
+            hardware_id="",
+            values=[
+                KeyValue(key="latency_p50_s", value=p50),
+                KeyValue(key="latency_p95_s", value=p95),
+            ],
+        )
+        msg = DiagnosticArray(
+            header=Header(stamp=Time(sec=i, nanosec=0), frame_id=""), status=[status]
+        )
+        out.write(conn, (i + 1) * S, store.serialize_cdr(msg, DiagnosticArray.__msgtype__))
+    out.close()
+    assert node_diagnostics(run_bag) == {"latency_p50_s": "0.081", "latency_p95_s": "0.2"}
+    r = evaluate(TRUTH, OUTPUTS, node_latency_s=(0.081, 0.2)).report
+    assert (r.node_latency_p50_s, r.node_latency_p95_s) == (0.081, 0.2)
+    console = Console(record=True, width=140)
+    print_report(r, console)
+    text = console.export_text()
+    assert "node latency p50" in text and "81.0 ms" in text
