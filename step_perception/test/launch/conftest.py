@@ -1,4 +1,4 @@
-"""Collects the ``launch_*.py`` files of this folder as launch_testing tests.
+"""Collects the ``test_launch_*.py`` files of this folder as launch_testing tests.
 
 Each file is a launch_testing test (``generate_test_description`` plus unittest classes, the
 way ``launch_test FILE`` or ament's ``add_launch_test`` run it); one pytest item runs it with
@@ -47,14 +47,13 @@ if _launch_testing_available():
             return _Item.from_parent(*args, **kwargs)
 
 
-def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.parent != HERE or not file_path.name.startswith("launch_"):
-        return None
-    if file_path.suffix != ".py":
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> Any:
+    """``test_launch_*.py`` here is a launch_testing file: one item runs it whole."""
+    if module_path.parent != HERE or not module_path.name.startswith("test_launch_"):
         return None
     if not _launch_testing_available():
-        return _Skipped.from_parent(parent, path=file_path)
-    module = _Module.from_parent(parent, path=file_path)
+        return _Skipped.from_parent(parent, path=module_path)
+    module = _Module.from_parent(parent, path=module_path)
     module.add_marker(pytest.mark.ros)
     return module
 

@@ -16,7 +16,9 @@ from rclpy._rclpy_pybind11 import NodeNameNonExistentError
 from ros_harness import Camera, Collector, Ros, frame_boxes, publish_until_answered, wait_for
 
 #: The installed launch file (colcon --symlink-install: the source file itself).
-LAUNCH_FILE = Path(get_package_share_directory("step_perception")) / "launch" / "perception.launch.py"
+LAUNCH_FILE = (
+    Path(get_package_share_directory("step_perception")) / "launch" / "perception.launch.py"
+)
 NODE = "step_perception"
 #: Endpoints every node creates, relative to its namespace (name -> type).
 PUBLISHED = {

@@ -18,8 +18,8 @@ from support import (
     assert_answers_a_frame,
     assert_interfaces,
     include_perception,
-    params_file,
     parameters,
+    params_file,
     wait_active,
 )
 
