@@ -15,5 +15,6 @@ __all__ = [
     "params",
     "qos",
     "query_service",
+    "vision",
     "viz",
 ]

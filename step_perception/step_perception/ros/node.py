@@ -207,7 +207,7 @@ class PerceptionNode(LifecycleNode):
         with self._lock:
             self._settings, self._config = settings, config
             self._backend, self._perceiver, self._loop = backend, perceiver, loop
-        self._outputs = Outputs(self)
+        self._outputs = Outputs(self, vision_msgs=settings.vision_msgs, depth=config.use_depth)
         self.get_logger().info(
             f"configured: backend={backend.name} model={config.model} "
             f"profile={config.model_profile} task={config.task.value} rate_hz={config.rate_hz:g} "
