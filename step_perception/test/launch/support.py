@@ -23,6 +23,7 @@ NODE = "step_perception"
 #: Endpoints every node creates, relative to its namespace (name -> type).
 PUBLISHED = {
     "detections": "step_perception_msgs/msg/ObjectDetectionArray",
+    "detections_2d": "vision_msgs/msg/Detection2DArray",  # vision_msgs: true by default
     "scene": "step_perception_msgs/msg/SceneDescription",
     "command": "std_msgs/msg/String",
     "markers": "visualization_msgs/msg/MarkerArray",
