@@ -15,7 +15,13 @@ from visualization_msgs.msg import MarkerArray
 from step_perception.core.errors import BackendError, ImageError, ParseError
 from step_perception.core.query import format_stamp
 from step_perception.core.types import PerceptionResult
-from step_perception.ros.conversions import command_msg, detection_array, scene_msg, stamp_to_ns
+from step_perception.ros.conversions import (
+    command_msg,
+    detection_array,
+    position_header,
+    scene_msg,
+    stamp_to_ns,
+)
 from step_perception.ros.qos import output_qos
 from step_perception.ros.vision import detection2d_array, detection3d_array
 from step_perception.ros.viz import debug_image, markers
@@ -90,12 +96,13 @@ class Outputs:
         pubs, log = self._pubs, self._node.get_logger()
         if not pubs:
             return
-        pubs["detections"].publish(detection_array(result, header))
+        placed = position_header(result, header)
+        pubs["detections"].publish(detection_array(result, placed))
         if "detections_2d" in pubs:
             pubs["detections_2d"].publish(detection2d_array(result, header))
         if "detections_3d" in pubs:
-            pubs["detections_3d"].publish(detection3d_array(result, header))
-        pubs["scene"].publish(scene_msg(result, header))
+            pubs["detections_3d"].publish(detection3d_array(result, placed))
+        pubs["scene"].publish(scene_msg(result, placed))
         command = command_msg(result)
         if command is not None:
             pubs["command"].publish(command)
@@ -104,7 +111,7 @@ class Outputs:
                 f"command rejected: {result.command_rejection}",
                 throttle_duration_sec=_LOG_THROTTLE_S,
             )
-        arr = markers(result, header)
+        arr = markers(result, placed)
         if arr is not None:
             pubs["markers"].publish(arr)
         if always_debug or pubs["debug_image"].get_subscription_count() > 0:
