@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("rclpy")
 pytest.importorskip("step_perception_msgs.msg")
 
-from step_perception_tools.demo import DemoOptions, default_model_dir, run_demo
+from step_perception_tools.demo import DemoOptions, default_model_dir, run_demo, summary_line
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -30,3 +30,9 @@ def test_demo_path_scores_above_floor(tmp_path: Path) -> None:
     assert report["precision"] >= PRECISION_FLOOR, report
     assert (outcome.report_dir / "report.json").is_file()
     assert list(outcome.report_dir.glob("*.png")), "eval wrote no PNG"
+    # lockstep shows only measured latency: the replay's per-frame round trips, no stamp -> receipt
+    assert report["latency_count"] == 0 and report["latency_median_s"] is None, report
+    assert report["round_trip_count"] >= 6 and report["round_trip_median_s"] > 0, report
+    assert float(outcome.node_stats["latency_p50_s"]) > 0, outcome.node_stats
+    line = summary_line(outcome)
+    assert str(outcome.report_dir / "samples.png") in line and "latency.png" in line, line

@@ -3,6 +3,7 @@ remapping, topic filter, loop and a clean stop on SIGINT."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections import defaultdict
@@ -159,7 +160,7 @@ def test_default_sensor_qos_reaches_a_best_effort_subscriber(small_scenes: Path)
         assert bytes(msg.data) == frames[_stamp(msg)].rgb.tobytes()
 
 
-def test_lockstep_waits_for_each_answer(small_scenes: Path):
+def test_lockstep_waits_for_each_answer(small_scenes: Path, tmp_path: Path):
     """A slow 'node' (answers 0.3 s after each frame) still gets every frame, one at a time."""
     from std_msgs.msg import Header
 
@@ -167,11 +168,13 @@ def test_lockstep_waits_for_each_answer(small_scenes: Path):
     listener = Listener({"/camera/image_raw": Image})
     answers = listener.node.create_publisher(Header, "/answers", RELIABLE)
     answered: list[tuple[float, int]] = []
+    trips_file = tmp_path / "round_trips.json"
     try:
         proc = start_cli(
             "replay", str(small_scenes), "--reliable", "--rate", "10",
             "--wait-for-subscribers", "20", "--delay", "1", "--topics", "/camera/image_raw",
             "--lockstep", "/answers", "--lockstep-timeout", "20", "--quiet",
+            "--lockstep-latency-out", str(trips_file),
         )  # fmt: skip
         end = time.monotonic() + 90
         while proc.poll() is None and time.monotonic() < end:
@@ -191,6 +194,10 @@ def test_lockstep_waits_for_each_answer(small_scenes: Path):
     # frame k+1 only left after the answer to frame k (at rate 10 they would come 10 ms apart)
     for (answer_t, stamp), (next_t, _) in zip(answered, got[1:], strict=False):
         assert next_t > answer_t, stamp
+    # the replay measured each frame's round trip: the 'node' answered 0.3 s after receipt
+    trips = json.loads(trips_file.read_text())
+    assert len(trips) == 8
+    assert all(0.3 <= t < 5.0 for t in trips), trips
 
 
 def test_missing_topic_is_a_clear_error(small_scenes: Path):
