@@ -95,8 +95,11 @@ def _run(argv: list[str], timeout: float = 30.0) -> str:
     return res.stdout
 
 
-def _run_until(argv: list[str], pattern: str, timeout: float = 30.0) -> re.Match[str]:
-    """Run a command that never ends by itself (``topic hz``) until ``pattern``; then Ctrl-C."""
+def _run_until(
+    argv: list[str], pattern: str, accept: Any = lambda m: True, timeout: float = 30.0
+) -> re.Match[str]:
+    """Run a command that never ends by itself (``topic hz``) until ``pattern`` matches its
+    output and ``accept(match)`` holds; then Ctrl-C it."""
     proc = subprocess.Popen(
         argv, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -108,7 +111,7 @@ def _run_until(argv: list[str], pattern: str, timeout: float = 30.0) -> re.Match
         found: list[re.Match[str]] = []
 
         def seen() -> bool:
-            found[:] = [m for m in (re.search(pattern, line) for line in list(lines)) if m]
+            found[:] = [m for m in re.finditer(pattern, "".join(lines)) if accept(m)]
             return bool(found) or proc.poll() is not None
 
         wait_for(seen, timeout, step=0.1)
@@ -142,7 +145,12 @@ def test_readme_command(argv: list[str], robot: Any, model_server: Any) -> None:
         assert "name: '/camera/step_perception: perception'" in out, out
         assert "hardware_id: /camera" in out and "values:" in out, out
     elif verb == ("topic", "hz"):
-        found = _run_until(argv, r"average rate: (\d+\.\d+)")
+        # A rate over at least 5 intervals: the first prints average two or three arrivals.
+        found = _run_until(
+            argv,
+            r"average rate: (\d+\.\d+)\n\s*min: \S+ max: \S+ std dev: \S+ window: (\d+)",
+            accept=lambda m: int(m.group(2)) >= 5,
+        )
         assert 0.2 < float(found.group(1)) <= 1.5, found.group(0)  # params.yaml: rate_hz 1.0
     elif verb == ("service", "call"):
         before = len(model_server.seen())
