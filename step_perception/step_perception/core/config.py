@@ -165,6 +165,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         choices=tuple(k.value for k in CassetteMode),
     ),
     ParamSpec(
+        "target_frame",
+        "str",
+        "Frame of the 3D positions ('' = the camera's optical frame, the image's frame_id); "
+        "positions are transformed with tf2 at the image's stamp.",
+    ),
+    ParamSpec(
         "publish_debug_image",
         "bool",
         "Always publish debug_image (else only when subscribed).",
@@ -272,6 +278,7 @@ class PerceptionConfig:
     allowed_actions: tuple[str, ...] = ("pick", "place", "move_to", "look_at", "stop")
     cassette: str = ""
     cassette_mode: CassetteMode = CassetteMode.OFF
+    target_frame: str = ""  # "" = positions stay in the image's frame_id
     publish_debug_image: bool = False
     autostart: bool = True
     max_objects: int = 32
@@ -345,6 +352,8 @@ class PerceptionConfig:
         if not self.model.strip():
             raise ConfigError("model: must not be empty")
         get_profile(self.model_profile)
+        if self.target_frame != self.target_frame.strip() or " " in self.target_frame:
+            raise ConfigError(f"target_frame: {self.target_frame!r} is not a frame name")
         if self.api_key_env and not ENV_VAR_NAME.fullmatch(self.api_key_env):
             raise ConfigError(f"api_key_env: {self.api_key_env!r} is not an env var name")
         for action in self.allowed_actions:
