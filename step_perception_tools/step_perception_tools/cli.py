@@ -180,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=30.0,
         metavar="S",
-        help="give up waiting for one answer after S seconds (default 30)",
+        help="fail the replay (exit 1) when one answer takes longer than S seconds (default 30)",
     )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -340,7 +340,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         stats = replay(opts, stop=stop, console=None if args.quiet else console)
         console.print(f"published {stats.messages} messages ({stats.passes} pass(es))")
         if args.lockstep:
-            console.print(f"lockstep: {stats.answered} answered, {stats.unanswered} timed out")
+            console.print(f"lockstep: {stats.answered} answered, {stats.unanswered} unanswered")
         return 0
     if args.command == "record":
         from step_perception_tools.record import RecordOptions, record

@@ -6,10 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("rclpy")
-pytest.importorskip("step_perception_msgs.msg")
-
 from step_perception_tools.demo import DemoOptions, default_model_dir, run_demo
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

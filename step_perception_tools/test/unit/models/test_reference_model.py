@@ -11,12 +11,9 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
-from step_perception.core.types import Box2D  # noqa: E402
-from step_perception_tools.scenes import LABELS, render_scene  # noqa: E402
+import transformers
+from step_perception.core.types import Box2D
+from step_perception_tools.scenes import LABELS, render_scene
 
 MODEL_DIR = Path(__file__).resolve().parents[4] / "models" / "tabletop-ref"
 HELD_OUT_SEED = 4242  # never used for training (models/training/train_config.json)
