@@ -201,7 +201,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=30.0,
         metavar="S",
-        help="give up waiting for one answer after S seconds (default 30)",
+        help="fail the replay (exit 1) when one answer takes longer than S seconds (default 30)",
     )
     r.add_argument(
         "--lockstep-latency-out",
@@ -402,7 +402,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         stats = replay(opts, stop=stop, console=None if args.quiet else console)
         console.print(f"published {stats.messages} messages ({stats.passes} pass(es))")
         if args.lockstep:
-            console.print(f"lockstep: {stats.answered} answered, {stats.unanswered} timed out")
+            console.print(f"lockstep: {stats.answered} answered, {stats.unanswered} unanswered")
             if args.lockstep_latency_out is not None:
                 args.lockstep_latency_out.write_text(json.dumps(list(stats.round_trips_s)) + "\n")
         return 0

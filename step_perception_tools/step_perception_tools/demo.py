@@ -162,6 +162,19 @@ class ProcessSet:
         except OSError:
             return "(no log)"
 
+    def wait_for_log(self, name: str, text: str, timeout_s: float) -> None:
+        """Wait until a child's log contains ``text``; DemoError if it exits or times out."""
+        path = self._log_dir / f"{name}.log"
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            self.check_alive()
+            with contextlib.suppress(OSError):
+                if text in path.read_text(errors="replace"):
+                    return
+            time.sleep(0.1)
+        tail = self.log_tail(name)
+        raise DemoError(f"{name} never logged {text!r} in {timeout_s:.0f} s:\n{tail}")
+
     def stop(self, name: str, timeout_s: float = 10.0) -> int | None:
         """Stop one child (SIGINT, then SIGTERM, then SIGKILL); returns its exit code."""
         for i, (n, proc) in enumerate(self._procs):
@@ -279,6 +292,9 @@ def run_demo(opts: DemoOptions) -> DemoOutcome:
                  "--topics", "detections", "scene", "command", "markers"],
                 env,
             )  # fmt: skip
+            # The recorder must hear the node before the first frame goes out: on the loaded
+            # 2-core machine it once matched late and recorded 2 of 8 answers (8 answered).
+            procs.wait_for_log("record", f"matched {ns}/detections", opts.ready_timeout_s)
             # Bag stamps are in the past: the node and the recorder run on the bag's /clock
             # (use_sim_time), as with `ros2 bag play --clock`.
             procs.check_alive()

@@ -75,7 +75,7 @@ class ReplayStats:
     messages: int
     passes: int  # completed or started passes over the bag
     answered: int = 0  # lockstep: frames whose answer arrived
-    unanswered: int = 0  # lockstep: frames given up on after the timeout
+    unanswered: int = 0  # lockstep: frames given up on because of a stop (a timeout raises)
     # lockstep: per answered frame, wall seconds from publishing the frame to its answer's arrival
     round_trips_s: tuple[float, ...] = ()
 
@@ -121,12 +121,21 @@ class _Lockstep:
         self._published.setdefault(stamp_ns, time.monotonic())
 
     def wait(self, stamp_ns: int) -> None:
-        """Spin until the answer for ``stamp_ns`` arrived, the timeout passed or a stop."""
+        """Spin until the answer for ``stamp_ns`` arrived or a stop; ``BagError`` on a timeout.
+
+        A frame the node never answered fails the replay rather than being counted: lockstep
+        exists so that every frame is scored.
+        """
         end = time.monotonic() + self._timeout
         while stamp_ns not in self._stamps:
-            if time.monotonic() >= end or self._stop.is_set():
+            if self._stop.is_set():
                 self.unanswered += 1
                 return
+            if time.monotonic() >= end:
+                raise BagError(
+                    f"lockstep: no answer on {self._topic} to frame {self.answered + 1} "
+                    f"(stamp {stamp_ns} ns) within {self._timeout:g} s"
+                )
             self._executor.spin_once(timeout_sec=0.02)
         self.answered += 1
 
