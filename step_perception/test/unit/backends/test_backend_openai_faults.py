@@ -33,7 +33,7 @@ FAST: dict[str, Any] = {
     "backoff_base_s": 0.01,
     "backoff_cap_s": 0.05,
     "breaker_threshold": 3,
-    "breaker_cooldown_s": 0.3,
+    "probe_interval_s": 0.3,
     "probe_timeout_s": 0.5,
 }
 
@@ -319,7 +319,7 @@ def test_deadline_caps_the_attempt_timeout() -> None:
 
 def test_breaker_opens_then_recovers_after_cooldown_and_probe() -> None:
     with FaultServer(default=Behaviour("status", status=503)) as srv:
-        b = backend(srv.base_url, breaker_threshold=2, max_retries=1, breaker_cooldown_s=0.3)
+        b = backend(srv.base_url, breaker_threshold=2, max_retries=1, probe_interval_s=0.3)
         try:
             assert isinstance(failure(b), BackendUnavailableError)
             assert srv.chat_hits == 2
@@ -342,7 +342,7 @@ def test_breaker_opens_then_recovers_after_cooldown_and_probe() -> None:
 
 def test_breaker_stays_open_when_probe_fails() -> None:
     with FaultServer(default=Behaviour("status", status=500)) as srv:
-        b = backend(srv.base_url, breaker_threshold=1, max_retries=0, breaker_cooldown_s=0.2)
+        b = backend(srv.base_url, breaker_threshold=1, max_retries=0, probe_interval_s=0.2)
         try:
             failure(b)
             srv.set(default=Behaviour())
@@ -358,7 +358,7 @@ def test_breaker_stays_open_when_probe_fails() -> None:
 
 def test_half_open_trial_failure_reopens() -> None:
     with FaultServer(default=Behaviour("status", status=500)) as srv:
-        b = backend(srv.base_url, breaker_threshold=2, max_retries=1, breaker_cooldown_s=0.2)
+        b = backend(srv.base_url, breaker_threshold=2, max_retries=1, probe_interval_s=0.2)
         try:
             failure(b)  # two failures: open
             time.sleep(0.25)
@@ -375,7 +375,7 @@ def test_slow_probe_past_the_deadline_sends_nothing_and_blames_no_one() -> None:
             srv.base_url,
             breaker_threshold=1,
             max_retries=0,
-            breaker_cooldown_s=0.2,
+            probe_interval_s=0.2,
             probe_timeout_s=5.0,
         )
         try:
