@@ -37,6 +37,7 @@ import math
 import os
 import random
 import re
+import ssl
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -204,6 +205,7 @@ class _Kind(str, Enum):
     CLIENT = "client"  # other 4xx
     GARBAGE = "garbage"  # 2xx with an unusable body
     TOO_LARGE = "too_large"  # over max_response_bytes (or compressed against our ask)
+    TLS = "tls"  # certificate not trusted, handshake refused: retrying cannot help
 
 
 _RETRYABLE = {
@@ -214,7 +216,14 @@ _RETRYABLE = {
     _Kind.OVERLOADED,
     _Kind.RATE_LIMITED,
 }
-_BREAKER_FAILURES = {_Kind.CONNECT, _Kind.TIMEOUT, _Kind.BROKEN, _Kind.SERVER, _Kind.OVERLOADED}
+_BREAKER_FAILURES = {
+    _Kind.CONNECT,
+    _Kind.TIMEOUT,
+    _Kind.BROKEN,
+    _Kind.SERVER,
+    _Kind.OVERLOADED,
+    _Kind.TLS,
+}
 
 
 class _AttemptError(Exception):
@@ -316,6 +325,14 @@ def _classify(err: Exception) -> _AttemptError:
     refused = _find_cause(err, _BodyRefusedError)
     if refused is not None:
         return _AttemptError(_Kind.TOO_LARGE, f"answer refused: {refused}")
+    tls = _find_cause(err, ssl.SSLError)
+    if tls is not None:
+        reason = getattr(tls, "verify_message", None) or getattr(tls, "reason", None)
+        return _AttemptError(
+            _Kind.TLS,
+            f"TLS failed ({type(tls).__name__}: {reason or 'handshake'}); check the server's "
+            "certificate, SSL_CERT_FILE, or tls_verify",
+        )
     if isinstance(err, openai.APITimeoutError):
         if _is_connect_failure(err):
             return _AttemptError(_Kind.CONNECT, "connect timed out")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -56,7 +57,10 @@ class Behaviour:
 
     kind: ``ok``, ``status`` (answer ``status`` with a JSON error), ``sleep``
     (sleep ``delay_s`` then answer ok), ``truncated`` (Content-Length larger than
-    the body, then close), ``invalid_json``, ``close_after_headers``.
+    the body, then close), ``invalid_json``, ``close_after_headers``, ``big``
+    (a valid answer whose text is ``size`` bytes, with a Content-Length, or
+    chunked when ``chunked``), ``echo_key`` (answer ``status`` with an error
+    message quoting the request's Authorization header, as careless servers do).
     """
 
     kind: str = "ok"
@@ -66,6 +70,8 @@ class Behaviour:
     content: str | None = '{"objects": []}'
     reasoning: str | None = None
     message: str = ""  # error message of a ``status`` answer
+    size: int = 0  # bytes of a ``big`` answer's text
+    chunked: bool = False  # ``big`` without a Content-Length
 
 
 OK = Behaviour()
@@ -89,6 +95,7 @@ class _State:
     outage_until: float = 0.0  # monotonic end of a timed fault
     down: bool = False  # the listener is closed (down / flap)
     slow_s: float = 3.0
+    big_bytes_sent: int = 0  # of ``big`` answers, as far as the client took them
 
     def fault(self) -> str:
         with self.lock:
@@ -211,6 +218,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+        elif b.kind == "big":
+            self._play_big(b)
+        elif b.kind == "echo_key":
+            auth = self.headers.get("Authorization", "")
+            message = f"invalid credentials: {auth}"
+            self._send_json(b.status, {"error": {"message": message, "type": "auth_error"}})
         elif b.kind == "close_after_headers":
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -222,14 +235,41 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             raise ValueError(f"unknown behaviour {b.kind}")
 
+    def _play_big(self, b: Behaviour) -> None:
+        head, tail = json.dumps(completion_body("@")).encode().split(b"@")
+        total = len(head) + b.size + len(tail)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if b.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(total))
+        self.end_headers()
+        chunk = b"x" * 65536
+        parts = [head]
+        parts += [chunk] * (b.size // len(chunk)) + [b"x" * (b.size % len(chunk))]
+        parts.append(tail)
+        try:
+            for part in parts:
+                data = b"%x\r\n%s\r\n" % (len(part), part) if b.chunked else part
+                self.wfile.write(data)
+                with self.server.state.lock:
+                    self.server.state.big_bytes_sent += len(part)
+            if b.chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client stopped reading and closed: what the limit should do
+            self.close_connection = True
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, state: _State, port: int = 0) -> None:
+    def __init__(self, state: _State, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.state = state
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
 
     def handle_error(self, request: object, client_address: object) -> None:
         """Stay quiet: clients that gave up (broken pipes) are what these tests provoke."""
@@ -238,9 +278,16 @@ class _Server(ThreadingHTTPServer):
 class FaultServer:
     """Context manager running the misbehaving server in a thread."""
 
-    def __init__(self, script: Iterable[Behaviour] = (), default: Behaviour = OK) -> None:
+    def __init__(
+        self,
+        script: Iterable[Behaviour] = (),
+        default: Behaviour = OK,
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.state = _State(script=list(script), default=default)
-        self._server = _Server(self.state)
+        self._tls = tls
+        self._server = _Server(self.state, tls=tls)
         self._port = int(self._server.server_address[1])
         self._thread = self._serve_thread()
         self._controller: threading.Thread | None = None
@@ -253,7 +300,8 @@ class FaultServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}/v1"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._port}/v1"
 
     def outage(self, kind: str, seconds: float, *, period_s: float = 1.0) -> None:
         """Misbehave as ``kind`` (see the module doc) for ``seconds``, then come back.
@@ -301,7 +349,8 @@ class FaultServer:
         self._thread.join(timeout=5)
 
     def _come_up(self) -> None:
-        self._server = _Server(self.state, self._port)  # same port: the client's URL holds
+        # The same port: the client keeps its URL.
+        self._server = _Server(self.state, self._port, self._tls)
         self._thread = self._serve_thread()
         self._thread.start()
         with self.state.lock:
