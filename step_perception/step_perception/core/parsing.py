@@ -59,10 +59,18 @@ _SCAN_BUDGET = 2_000_000
 _DEEP_COST = 1000
 _FAIL_COST = 64
 
-_THINK_RE = re.compile(r"<think>.*?</think>", re.S | re.I)
+_TAG_RE = re.compile(r"<(/?)think>", re.I)
 _FENCE_RE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.S)
 _TRAILING_COMMA_RE = re.compile(r",\s*([\]}])")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
+#: Control characters and line/paragraph separators: become a space.
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+#: Invisible characters that can make text look like something else (bidi overrides,
+#: zero-width characters, soft hyphens, variation selectors, tag characters) and lone
+#: surrogates (valid as JSON escapes, not encodable as UTF-8): removed.
+_INVISIBLE_RE = re.compile(
+    "[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufe00-\ufe0f"
+    "\ufeff\ufff9-\ufffb\ud800-\udfff\U000e0000-\U000e0fff]+"
+)
 _OPEN_RE = re.compile(r"[\[{]")
 _ANSWER_KEYS = ("objects", "relations", "summary", "action")
 _BOX_KEYS = ("bbox_2d", "box_2d", "bbox", "box")
@@ -95,17 +103,30 @@ def strip_reasoning(text: str) -> str:
     reasoning and ``</think>``) and an unclosed ``<think>`` cut off by
     ``max_tokens`` (everything after it is reasoning). The backends call it on
     every reply; ``parse_answer`` calls it again (idempotent) for replies from
-    elsewhere.
+    elsewhere. One pass over the tags: linear in the text, whatever it holds (a
+    regex ``<think>.*?</think>`` is quadratic on a run of opening tags).
     """
-    text = _THINK_RE.sub(" ", text)
-    # An unmatched closing tag: the reasoning ran before it (the server ate the opening one).
-    idx = text.lower().rfind("</think>")
-    if idx >= 0:
-        text = text[idx + len("</think>") :]
-    idx = text.lower().find("<think>")
-    if idx >= 0:
-        text = text[:idx]
-    return text.strip()
+    kept: list[str] = []
+    pos = 0
+    inside = False
+    for tag in _TAG_RE.finditer(text):
+        closing = tag.group(1) == "/"
+        if not inside and not closing:  # thoughts start: keep what came before
+            kept.append(text[pos : tag.start()])
+            inside = True
+        elif inside and closing:  # thoughts end (a nested opening tag is part of them)
+            kept.append(" ")
+            pos = tag.end()
+            inside = False
+        elif not inside and closing:
+            # A closing tag with no opening one: the server ate the opening tag, so everything
+            # so far was reasoning.
+            kept = []
+            pos = tag.end()
+    if not inside:
+        kept.append(text[pos:])
+    # The kept pieces hold no tag and are joined by spaces: no new tag can form (idempotent).
+    return "".join(kept).strip()
 
 
 def _qualifies(value: object) -> bool:
@@ -242,9 +263,11 @@ def _to_source(box: Box2D, t: ImageTransform, width: float, height: float) -> Bo
 
 
 def _clean(text: object, limit: int) -> str:
+    """Return ``text`` as one safe line: no controls, no invisible characters, at most ``limit``."""
     if not isinstance(text, str):
         return ""
-    return " ".join(_CONTROL_RE.sub(" ", text).split())[:limit]
+    text = _INVISIBLE_RE.sub("", _CONTROL_RE.sub(" ", text))
+    return " ".join(text.split())[:limit].rstrip()
 
 
 def _label(v: object) -> str:
@@ -276,13 +299,20 @@ def _relation_kind(v: object) -> RelationKind | None:
         return None
 
 
+def _action_name(v: object) -> str:
+    name = _clean(v, 64)
+    # Only ASCII is lowercased: Unicode case mapping turns look-alikes into allowed names
+    # ("PIC\u212a", with a Kelvin sign, lowercases to "pick").
+    return name.lower() if name.isascii() else name
+
+
 def _action(v: object) -> ProposedAction | None:
     if isinstance(v, str):
-        name = _clean(v, 64).lower()
+        name = _action_name(v)
         return ProposedAction(name, None) if name else None
     if not isinstance(v, dict):
         return None
-    name = _clean(v.get("name", v.get("action")), 64).lower()
+    name = _action_name(v.get("name", v.get("action")))
     if not name:
         return None
     raw_target = v.get("target")
