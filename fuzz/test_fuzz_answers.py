@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 from answer_strategies import ALLOWED, answers, check_decision, check_parsed, images
