@@ -56,10 +56,11 @@ MAX_TEXT_CHARS = 2000
 MIN_BOX_PX = 1.0
 #: Characters the JSON decoder may read in failed attempts per answer (bounds adversarial work).
 _SCAN_BUDGET = 2_000_000
-_DEEP_COST = 1000
-_FAIL_COST = 64
+_DEEP_COST = 100_000  # a RecursionError: measured ~0.2 ms, as much as 100 kB of failed decoding
+_FAIL_COST = 1000  # a failed start: the exception costs about what 1000 decoded characters do
 
-_TAG_RE = re.compile(r"<(/?)think>", re.I)
+_THINK_RE = re.compile(r"<think>.*?</think>", re.S | re.I)
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _FENCE_RE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.S)
 _TRAILING_COMMA_RE = re.compile(r",\s*([\]}])")
 #: Control characters and line/paragraph separators: become a space.
@@ -71,7 +72,10 @@ _INVISIBLE_RE = re.compile(
     "[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufe00-\ufe0f"
     "\ufeff\ufff9-\ufffb\ud800-\udfff\U000e0000-\U000e0fff]+"
 )
-_OPEN_RE = re.compile(r"[\[{]")
+#: Where an answer can start: an object ({" or {}) or a list of objects ([{ or []). A list of
+#: lists is no answer, and the answer inside one is found at its own start.
+_OPEN_RE = re.compile(r'\{\s*["}]|\[\s*[{\]]')
+_BRACKET_RUN_RE = re.compile(r"[\[{\s]*")
 _ANSWER_KEYS = ("objects", "relations", "summary", "action")
 _BOX_KEYS = ("bbox_2d", "box_2d", "bbox", "box")
 
@@ -96,6 +100,14 @@ class ParsedAnswer:
     dropped_relations: int = 0  # unknown name, bad or dangling index
 
 
+def _folded(text: str) -> str:
+    """``text`` lowercased with every index kept (for finding the ASCII tags in it)."""
+    # U+0130 (capital I with dot) is the one character whose lowercase is two characters.
+    low = text.replace("\u0130", "i").lower()
+    # lower() never shortens a character; equal length means every index still matches.
+    return low if len(low) == len(text) else text.translate(_ASCII_LOWER)
+
+
 def strip_reasoning(text: str) -> str:
     """Drop a reasoning model's ``<think>…</think>`` thoughts from an answer (any letter case).
 
@@ -103,30 +115,26 @@ def strip_reasoning(text: str) -> str:
     reasoning and ``</think>``) and an unclosed ``<think>`` cut off by
     ``max_tokens`` (everything after it is reasoning). The backends call it on
     every reply; ``parse_answer`` calls it again (idempotent) for replies from
-    elsewhere. One pass over the tags: linear in the text, whatever it holds (a
-    regex ``<think>.*?</think>`` is quadratic on a run of opening tags).
+    elsewhere. Linear in the text, whatever it holds: the unclosed tail is cut
+    first, so every remaining ``<think>`` has a ``</think>`` after it (a run of
+    unclosed opening tags made the pair regex alone quadratic: 13 s for 112 kB).
     """
-    kept: list[str] = []
-    pos = 0
-    inside = False
-    for tag in _TAG_RE.finditer(text):
-        closing = tag.group(1) == "/"
-        if not inside and not closing:  # thoughts start: keep what came before
-            kept.append(text[pos : tag.start()])
-            inside = True
-        elif inside and closing:  # thoughts end (a nested opening tag is part of them)
-            kept.append(" ")
-            pos = tag.end()
-            inside = False
-        elif not inside and closing:
-            # A closing tag with no opening one: the server ate the opening tag, so everything
-            # so far was reasoning.
-            kept = []
-            pos = tag.end()
-    if not inside:
-        kept.append(text[pos:])
-    # The kept pieces hold no tag and are joined by spaces: no new tag can form (idempotent).
-    return "".join(kept).strip()
+    low = _folded(text)
+    if "think>" not in low:
+        return text.strip()
+    last_close = low.rfind("</think>")
+    cut = low.find("<think>", last_close + len("</think>") if last_close >= 0 else 0)
+    end = cut if cut >= 0 else len(text)
+    first_open = low.find("<think>", 0, end)
+    if first_open >= 0:  # pairs, each opening tag with a closing one after it
+        text = text[:first_open] + _THINK_RE.sub(" ", text[first_open:end])
+    else:
+        text = text[:end]
+    # A closing tag left over: the server ate the opening one, so what came before was reasoning.
+    last_close = _folded(text).rfind("</think>")
+    if last_close >= 0:
+        text = text[last_close + len("</think>") :]
+    return text.strip()
 
 
 def _qualifies(value: object) -> bool:
@@ -180,8 +188,15 @@ def _scan(text: str, budget: list[int]) -> list[object]:
             budget[0] -= max(_FAIL_COST, err.pos - i)  # how far the decoder read
             i += 1
             continue
-        except (ValueError, RecursionError):  # digit limits, nesting deeper than Python's stack
+        except RecursionError:
+            # Nesting deeper than the decoder's stack: every start inside the same run of
+            # brackets is as deep, so skip the run; and charge what ~1000 levels cost.
             budget[0] -= _DEEP_COST
+            run = _BRACKET_RUN_RE.match(text, i)
+            i = max(i + 1, run.end() if run else 0)
+            continue
+        except ValueError:  # an integer past Python's digit limit
+            budget[0] -= _FAIL_COST
             i += 1
             continue
         hit = _find(value)
