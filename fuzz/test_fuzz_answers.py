@@ -23,7 +23,7 @@ from step_perception.core.profiles import get_profile
 from step_perception.core.types import Point3
 
 FUZZ = os.environ.get("STEP_PERCEPTION_FUZZ") == "1"
-EXAMPLES = 10_000 if FUZZ else 150
+EXAMPLES = 10_000 if FUZZ else 100
 BUDGET_S = 0.050  # issue 13: no input takes more than 50 ms
 PROFILES = [get_profile(n) for n in ("step3p7", "qwen2_5_vl", "gemini", "generic")]
 
