@@ -8,6 +8,7 @@ time, so other jobs on a loaded machine do not count; the wall-clock maximum is 
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Iterator
@@ -35,15 +36,21 @@ _fuzz = settings(
 )
 
 #: (property, CPU seconds, wall seconds) of every answer, for the budget check.
-_COSTS: list[tuple[str, float, float]] = []
+_COSTS: list[tuple[str, float, float, str]] = []
 
 
-def _timed(name: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+def _timed(name: str, text: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    # The collector is paused while timing: a full collection of hypothesis's own heap (GBs in a
+    # 10,000-example run) would otherwise be billed to whichever answer it interrupted.
+    gc.disable()
     cpu, wall = time.thread_time(), time.perf_counter()
     try:
         return fn(*args, **kwargs)
     finally:
-        _COSTS.append((name, time.thread_time() - cpu, time.perf_counter() - wall))
+        spent_cpu, spent_wall = time.thread_time() - cpu, time.perf_counter() - wall
+        gc.enable()
+        what = f"{len(text)} chars: {ascii(text[:60])}" if spent_cpu > BUDGET_S else ""
+        _COSTS.append((name, spent_cpu, spent_wall, what))
 
 
 @_fuzz
@@ -75,14 +82,14 @@ def test_answer_path_returns_only_valid_allow_listed_results(
             decision, parsed.__class__(**{**parsed.__dict__, "detections": dets}), frame_id
         )
 
-    _timed("parse_answer + decide_command", path)
+    _timed("parse_answer + decide_command", text, path)
 
 
 @_fuzz
 @given(text=answers)
 def test_strip_reasoning_is_idempotent_and_bounded(text: str) -> None:
     # The backends strip every reply, whole (up to max_response_bytes), before parsing.
-    once = _timed("strip_reasoning", strip_reasoning, text)
+    once = _timed("strip_reasoning", text, strip_reasoning, text)
     assert strip_reasoning(once) == once
     assert len(once) <= len(text)
     assert "<think>" not in once.lower() and "</think>" not in once.lower()
@@ -94,7 +101,7 @@ def _budget() -> Iterator[None]:
     if not FUZZ:
         return  # speed is not asserted in the unit run (project rule); `make fuzz` does
     counts: dict[str, int] = {}
-    for name, _, _ in _COSTS:
+    for name, *_ in _COSTS:
         counts[name] = counts.get(name, 0) + 1
     worst_cpu = max(_COSTS, key=lambda c: c[1])
     worst_wall = max(c[2] for c in _COSTS)

@@ -57,6 +57,7 @@ MIN_BOX_PX = 1.0
 #: Characters the JSON decoder may read in failed attempts per answer (bounds adversarial work).
 _SCAN_BUDGET = 2_000_000
 _DEEP_COST = 100_000  # a RecursionError: measured ~0.2 ms, as much as 100 kB of failed decoding
+_LEVEL_COST = 200
 _FAIL_COST = 1000  # a failed start: the exception costs about what 1000 decoded characters do
 
 _THINK_RE = re.compile(r"<think>.*?</think>", re.S | re.I)
@@ -185,7 +186,11 @@ def _scan(text: str, budget: list[int]) -> list[object]:
         try:
             value, end = decoder.raw_decode(text, i)
         except json.JSONDecodeError as err:
-            budget[0] -= max(_FAIL_COST, err.pos - i)  # how far the decoder read
+            # How far the decoder read, and how deep: a nesting level costs it about as much
+            # as 200 flat characters (measured: 900 levels, 4.5 kB, 0.33 ms; 5 kB flat, 4 us).
+            read = max(err.pos, i + 1)
+            levels = text.count("{", i, read) + text.count("[", i, read)
+            budget[0] -= max(_FAIL_COST, read - i + _LEVEL_COST * levels)
             i += 1
             continue
         except RecursionError:
