@@ -49,7 +49,7 @@ def _timed(name: str, text: str, fn, *args, **kwargs):  # type: ignore[no-untype
     finally:
         spent_cpu, spent_wall = time.thread_time() - cpu, time.perf_counter() - wall
         gc.enable()
-        what = f"{len(text)} chars: {ascii(text[:60])}" if spent_cpu > BUDGET_S else ""
+        what = f"{len(text)} chars: {text[:60]!a}" if spent_cpu > BUDGET_S else ""
         _COSTS.append((name, spent_cpu, spent_wall, what))
 
 
