@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
 
-.PHONY: help build smg test lint demo bench clean
+.PHONY: help build smg test lint demo bench fuzz clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -34,6 +34,9 @@ demo: build  ## real perception end to end on the embedded reference model; prin
 
 bench: build smg  ## run the benchmarks under bench/ and print their tables
 	@. ./env.sh && set -e && for b in bench/bench_*.py; do echo "== $$b"; python "$$b"; done
+
+fuzz: build  ## >= 10,000 hostile model answers per property through parse and command path, 50 ms CPU budget
+	@. ./env.sh && STEP_PERCEPTION_FUZZ=1 python -m pytest fuzz -q -s -p no:cacheprovider
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build install log

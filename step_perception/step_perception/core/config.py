@@ -101,6 +101,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("api_key_env", "str", "Name of the env var holding the API key ('' = none)."),
     ParamSpec("api_key_file", "str", "File holding the API key ('' = none)."),
     ParamSpec(
+        "tls_verify",
+        "bool",
+        "Verify https endpoints' certificates (false only for a test rig; logged as a warning).",
+    ),
+    ParamSpec(
         "model_profile",
         "str",
         "Box convention, wording and sampling defaults of the model family.",
@@ -262,6 +267,7 @@ class PerceptionConfig:
     model: str = "stepfun-ai/Step-3.7-Flash"
     api_key_env: str = ""
     api_key_file: str = ""
+    tls_verify: bool = True
     model_profile: str = "step3p7"
     task: Task = Task.DETECT
     prompt: str = ""

@@ -17,7 +17,9 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 # accuracy 1.000, mean IoU 0.939 (the same in every run). Not deterministic: the 3D figures,
 # because a colour frame whose depth comes later than the node's 0.5 s depth wait
 # (core.sync.DepthSync) goes out without depth under load: 19 to 24 of 24 pairs, 3D error median
-# 0.41-0.93 cm, p90 1.3-4.4 cm. Re-measure and re-set all of them when models/tabletop-ref changes.
+# 0.41-0.93 cm, p90 1.3-4.4 cm. The domain-randomised model (models/tabletop-ref since the #15
+# retrain) measured 8/8 answered, precision = recall = 0.958 (23 of 24) in two runs and passes.
+# Re-measure and re-set all of them when models/tabletop-ref changes.
 SCENES = 8
 MIN_RECALL_ALL_FRAMES = 0.95  # 24 truth objects: one miss (23/24 = 0.958) passes, two fail
 MIN_PRECISION = 0.95
@@ -48,8 +50,8 @@ def test_demo_path_scores_above_floor(tmp_path: Path) -> None:
     assert (outcome.report_dir / "report.json").is_file()
     assert list(outcome.report_dir.glob("*.png")), "eval wrote no PNG"
     # lockstep shows only measured latency: the replay's per-frame round trips, no stamp -> receipt
-    assert report["latency_count"] == 0 and report["latency_median_s"] is None, report
-    assert report["round_trip_count"] >= 6 and report["round_trip_median_s"] > 0, report
+    assert r["latency_count"] == 0 and r["latency_median_s"] is None, r
+    assert r["round_trip_count"] == SCENES and r["round_trip_median_s"] > 0, r
     assert float(outcome.node_stats["latency_p50_s"]) > 0, outcome.node_stats
     line = summary_line(outcome)
     assert str(outcome.report_dir / "samples.png") in line and "latency.png" in line, line
