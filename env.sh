@@ -1,22 +1,28 @@
 # Source me from the repository root:  . ./env.sh
 # Puts the venv (ROS 2 Jazzy from PyPI) and the built colcon workspace on the environment.
+# ROS_DISTRO=kilted . ./env.sh  picks the Kilted build instead (.venv-kilted, install-kilted/).
 _sp_root=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" 2>/dev/null && pwd)
 [ -f "$_sp_root/env.sh" ] || _sp_root=$PWD
-if [ ! -f "$_sp_root/install/setup.sh" ]; then
-  echo "env.sh: workspace not built yet; run 'make build' first" >&2
+case ${ROS_DISTRO:-jazzy} in
+  kilted) _sp_distro=kilted _sp_sfx=-kilted ;;
+  *) _sp_distro=jazzy _sp_sfx= ;;
+esac
+if [ ! -f "$_sp_root/install$_sp_sfx/setup.sh" ]; then
+  echo "env.sh: workspace not built yet; run '${_sp_sfx:+ROS_DISTRO=kilted }make build' first" >&2
 else
-  export VIRTUAL_ENV="$_sp_root/.venv"
+  export ROS_DISTRO=$_sp_distro
+  export VIRTUAL_ENV="$_sp_root/.venv$_sp_sfx"
   export PATH="$VIRTUAL_ENV/bin:$PATH"
   # The wheels' ROS prefix is the venv root; colcon's setup.sh prepends our packages to it.
   export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
   export CMAKE_PREFIX_PATH="$VIRTUAL_ENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
   # colcon's setup scripts read unset variables: allow that even under `set -u`.
   case $- in *u*) _sp_nounset=1; set +u ;; *) _sp_nounset= ;; esac
-  COLCON_CURRENT_PREFIX="$_sp_root/install" . "$_sp_root/install/setup.sh"
+  COLCON_CURRENT_PREFIX="$_sp_root/install$_sp_sfx" . "$_sp_root/install$_sp_sfx/setup.sh"
   [ -n "$_sp_nounset" ] && set -u
   unset _sp_nounset
   # Console scripts of an ament_python package live in lib/<pkg> (for `ros2 run`); put them on PATH too.
-  export PATH="$_sp_root/install/step_perception/lib/step_perception:$PATH"
+  export PATH="$_sp_root/install$_sp_sfx/step_perception/lib/step_perception:$PATH"
   export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
   # FastDDS's default UDP transport loses best-effort 1080p images between local processes (measured:
   # none arrived); LARGE_DATA (shared memory + TCP) delivers them. Set it for every process, drivers too.
@@ -27,4 +33,4 @@ else
   # Never reach for a model hub at run time; models are local folders.
   export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 fi
-unset _sp_root
+unset _sp_root _sp_distro _sp_sfx
