@@ -29,7 +29,12 @@ else
   export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}"
   # A 100 ms writer heartbeat: a large reliable sample that lost a fragment is repaired within 0.1 s
   # instead of Fast DDS's default 3 s (measured: late depth frames and 2-3 s stalls without it).
-  export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$_sp_root/step_perception/config/fastdds.xml}"
+  # Fast DDS 3 (Kilted) renamed both the variable and the XML element: its own file.
+  if [ "$_sp_distro" = kilted ]; then
+    export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$_sp_root/step_perception/config/fastdds3.xml}"
+  else
+    export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$_sp_root/step_perception/config/fastdds.xml}"
+  fi
   # Never reach for a model hub at run time; models are local folders.
   export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 fi
