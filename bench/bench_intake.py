@@ -128,6 +128,22 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def _threads_cpu_s(pid: int) -> dict[str, float]:
+    """CPU [s] per thread name (``comm``; Python threads show as the process name).
+
+    From ``schedstat`` (nanoseconds on the CPU), finer than ``stat``'s 10 ms ticks.
+    """
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            on_cpu_ns = int((task / "schedstat").read_text().split()[0])
+        except OSError:  # the thread ended
+            continue
+        out[name] = out.get(name, 0.0) + on_cpu_ns / 1e9
+    return out
+
+
 def _published(times_file: Path, t0: float, t1: float) -> int:
     try:
         lines = times_file.read_text().split()[:-1]  # the last line may be half written
@@ -143,9 +159,10 @@ class Phase:
     seconds: float
     cpu_s: float
     published: int
-    offered: int  # frames the node's callback saw (its /diagnostics counter)
+    received: int  # frames the node's image callback saw (offered to the gate or dropped)
     sent: int  # frames the gate sent to the server
     input_path: str
+    threads_ms: dict[str, float]  # CPU per thread name in the window [ms]
 
 
 class _Graph:
@@ -185,17 +202,22 @@ class _Graph:
 def _phase(graph: _Graph, pid: int, times_file: Path | None, seconds: float) -> Phase:
     """Measure one window between two /diagnostics statuses (their counters bracket it)."""
     v0 = graph.fresh_values()
-    t0, c0 = time.time(), _cpu_s(pid)
+    t0, c0, th0 = time.time(), _cpu_s(pid), _threads_cpu_s(pid)
     time.sleep(seconds)
     v1 = graph.fresh_values()
-    t1, c1 = time.time(), _cpu_s(pid)
+    t1, c1, th1 = time.time(), _cpu_s(pid), _threads_cpu_s(pid)
+
+    def received(v: dict[str, str]) -> int:  # the callback offers a frame or drops it first
+        return int(v["frames_offered"]) + int(v.get("drops_disabled", "0"))
+
     return Phase(
         seconds=t1 - t0,
         cpu_s=c1 - c0,
         published=_published(times_file, t0, t1) if times_file else 0,
-        offered=int(v1["frames_offered"]) - int(v0["frames_offered"]),
+        received=received(v1) - received(v0),
         sent=int(v1["frames_sent"]) - int(v0["frames_sent"]),
         input_path=v1["input_path"],
+        threads_ms={k: (v - th0.get(k, 0.0)) * 1e3 for k, v in th1.items() if v > th0.get(k, 0.0)},
     )
 
 
@@ -226,7 +248,8 @@ def _node_run(
             out: dict[str, Any] = {}
             if times_file is None:
                 time.sleep(2.0)
-                out["idle"] = asdict(_phase(graph, pid, None, window))
+                # 3 windows: the floor is a few ms per second, near stat's 10 ms resolution.
+                out["idle"] = asdict(_phase(graph, pid, None, 3 * window))
                 return out
             deadline = time.monotonic() + 20.0
             while int(graph.fresh_values().get("frames_sent", "0")) < 2:
@@ -280,15 +303,20 @@ def _median(phases: list[dict[str, Any]], key: str) -> float:
     for p in phases:
         if key == "ms_per_published":
             vals.append(p["cpu_s"] * 1e3 / p["published"] if p["published"] else float("nan"))
-        elif key == "ms_per_offered":
-            vals.append(p["cpu_s"] * 1e3 / p["offered"] if p["offered"] else float("nan"))
+        elif key == "ms_per_received":
+            vals.append(p["cpu_s"] * 1e3 / p["received"] if p["received"] else float("nan"))
         elif key == "fps_in":
             vals.append(p["published"] / p["seconds"])
         elif key == "fps_rx":
-            vals.append(p["offered"] / p["seconds"])
+            vals.append(p["received"] / p["seconds"])
         elif key == "cpu_ms_per_s":
             vals.append(p["cpu_s"] * 1e3 / p["seconds"])
     return statistics.median(vals)
+
+
+def _threads(phase: dict[str, Any]) -> str:
+    top = sorted(phase["threads_ms"].items(), key=lambda kv: -kv[1])[:6]
+    return ", ".join(f"{name} {ms:.1f}" for name, ms in top)
 
 
 def _report(res: dict[str, Any]) -> None:
@@ -302,7 +330,8 @@ def _report(res: dict[str, Any]) -> None:
     )
     print(
         f"Idle floor (node active, no camera): **{idle_ms_s:.2f} ms CPU per s** "
-        f"= {idle_ms_s / FPS:.3f} ms per 1/{FPS:.0f} s.\n"
+        f"= {idle_ms_s / FPS:.3f} ms per 1/{FPS:.0f} s. By thread (ms in "
+        f"{idle[0]['seconds']:.1f} s): {_threads(idle[0])}\n"
     )
     head = "| stream | phase | plain: CPU/received frame | filtered: CPU/published frame | ratio |"
     print(head)
@@ -317,7 +346,7 @@ def _report(res: dict[str, Any]) -> None:
         for phase in ("gated", "dropped"):
             plain = [r[phase] for r in stream["runs"]["plain"]]
             filt = [r[phase] for r in stream["runs"]["filtered"]]
-            p_rx = _median(plain, "ms_per_offered")
+            p_rx = _median(plain, "ms_per_received")
             f_pub = _median(filt, "ms_per_published")
             paths = {p["input_path"] for p in filt}
             ratio = f"1/{p_rx / f_pub:.1f}" if "content_filter" in paths else "- (no filter)"
@@ -330,9 +359,15 @@ def _report(res: dict[str, Any]) -> None:
                     f"| {statistics.median(p['sent'] / p['seconds'] for p in phases):.2f} "
                     f"| {_median(phases, 'cpu_ms_per_s'):.1f} "
                     f"| {_median(phases, 'ms_per_published'):.2f} ms "
-                    f"| {_median(phases, 'ms_per_offered'):.2f} ms |"
+                    f"| {_median(phases, 'ms_per_received'):.2f} ms |"
                 )
         notes.append(f"{key}: camera after the runs: {stream['camera']}")
+        for mode in ("plain", "filtered"):
+            run = stream["runs"][mode][0]
+            notes.append(
+                f"{key} {mode}: CPU by thread, ms per window: gated: {_threads(run['gated'])}; "
+                f"dropped: {_threads(run['dropped'])}"
+            )
     print()
     print("\n".join(detail))
     print()
