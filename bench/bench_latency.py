@@ -45,6 +45,7 @@ class Case:
     fps: float
     service_ms: int
     rate_hz: float
+    reliability: str = "reliable"
 
 
 CASES = (
@@ -53,6 +54,15 @@ CASES = (
     Case("1080p raw", "raw", (1920, 1080), 30.0, 200, 2.0),
     Case("1080p compressed", "compressed", (1920, 1080), 30.0, 200, 2.0),
     Case("issue: 720p raw, 10 fps, 1 s service", "raw", (1280, 720), 10.0, 1000, 1.0),
+    Case(
+        "issue, best effort (the node's default QoS)",
+        "raw",
+        (1280, 720),
+        10.0,
+        1000,
+        1.0,
+        "best_effort",
+    ),
 )
 
 
@@ -73,7 +83,7 @@ def run_case(graph: node_rig.Graph, server: Any, case: Case, seconds: float) -> 
         "backend": "openai",
         "endpoint": server.url(case.service_ms),
         "model": "test-model",
-        "reliability": "reliable",
+        "reliability": case.reliability,
         "image_transport": case.transport,
         "rate_hz": case.rate_hz,
     }
