@@ -124,7 +124,7 @@ def _camera_run(topic: str, seconds: float, width: int, height: int) -> _CameraR
         err.seek(0)
         text, errors = out.read(), err.read()
     assert not hung.is_set(), f"camera process hung beside the node ({width}x{height})"
-    assert proc.returncode == 0, (proc.returncode, errors[-2000:])
+    assert proc.returncode == 0, (proc.returncode, text[-200:], errors[-2000:])
     return _CameraRun(
         sent=int(text.split()[-1]),
         cpu_s=usage.ru_utime + usage.ru_stime,
@@ -170,7 +170,10 @@ def test_node_filters_1080p_and_the_camera_is_unharmed(
         if mode == "off":
             params["content_filter"] = "off"  # "auto" is the default: not passed
         node = launch(ns, params)
-        cam = _camera_run(f"{ns}/image_raw", seconds, 1920, 1080)
+        try:
+            cam = _camera_run(f"{ns}/image_raw", seconds, 1920, 1080)
+        except AssertionError as err:
+            raise AssertionError(f"content_filter {mode}: {err}") from None
         assert wait_for(lambda n=node.name, d=diags: "frames_offered" in diag_values(d, n), 3.0)
         time.sleep(1.2)  # the last diagnostics after the camera stopped
         runs[mode] = (cam, diag_values(diags, node.name), len(dets.wait(1, 2.0)))
