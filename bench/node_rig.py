@@ -25,7 +25,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DIR = ROOT / "step_perception" / "test" / "integration"
-sys.path[:0] = [str(ROOT / "step_perception"), str(TEST_DIR)]
+sys.path.insert(0, str(TEST_DIR))  # the integration tests' harness and model server
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")

