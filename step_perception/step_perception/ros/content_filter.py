@@ -34,6 +34,11 @@ from typing import Any
 
 from rclpy.subscription import Subscription
 
+try:  # Kilted and later
+    from rclpy.subscription_content_filter_options import ContentFilterOptions
+except ImportError:  # Jazzy and Humble: rcl's API through ctypes instead
+    ContentFilterOptions = None
+
 __all__ = [
     "CLOSED_STAMP_NS",
     "FILTER_EXPRESSION",
@@ -53,7 +58,7 @@ CLOSED_STAMP_NS = (2**31 - 1) * 1_000_000_000
 
 
 #: rclpy's own content-filter API is there (Kilted and later); else rcl through ctypes.
-RCLPY_HAS_CONTENT_FILTER = hasattr(Subscription, "set_content_filter")
+RCLPY_HAS_CONTENT_FILTER = ContentFilterOptions is not None
 
 
 class ContentFilterError(RuntimeError):
@@ -73,12 +78,8 @@ def creation_options(stamp_ns: int | None = 0) -> Any:
     Creating the reader filtered saves the middleware from recreating it on the first
     ``set_content_filter`` (Fast DDS swaps the DataReader for a filtered one then).
     """
-    if not RCLPY_HAS_CONTENT_FILTER:
+    if ContentFilterOptions is None:
         return None
-    from rclpy.subscription_content_filter_options import (  # type: ignore[import-not-found,unused-ignore]
-        ContentFilterOptions,
-    )
-
     return ContentFilterOptions(FILTER_EXPRESSION, _parameters(stamp_ns))
 
 
