@@ -103,6 +103,7 @@ def _camera_run(topic: str, seconds: float, width: int, height: int) -> _CameraR
 
     env = child_env()
     env["PYTHONPATH"] = f"{Path(__file__).parent}:{env['PYTHONPATH']}"
+    env["PYTHONFAULTHANDLER"] = "1"  # a crash prints the Python stack (where in the camera)
     script = str(Path(__file__).with_name("camera_proc.py"))
     cmd = [sys.executable, script, topic, "30", str(seconds), str(width), str(height)]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
