@@ -4,12 +4,12 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
 
-.PHONY: help build smg test lint demo bench fuzz clean
+.PHONY: help build smg test test-kilted lint demo bench fuzz clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-build:  ## create .venv (ROS 2 Jazzy wheels + deps) and colcon-build the workspace
+build:  ## create .venv (ROS 2 Jazzy wheels + deps) and colcon-build the workspace (ROS_DISTRO=kilted: .venv-kilted, install-kilted/)
 	@scripts/setup.sh
 
 smg: ## install the smg gateway into .venv-smg (idempotent; the fleet test and bench use it)
@@ -18,6 +18,14 @@ smg: ## install the smg gateway into .venv-smg (idempotent; the fleet test and b
 test: build smg  ## set up, then run lint, type checks and the whole test suite
 	@$(MAKE) --no-print-directory lint
 	@scripts/test.sh $(PYTEST_ARGS)
+
+# The same workspace on ROS 2 Kilted (its own venv and install-kilted/): unit tests, the node's
+# integration tests and the content-filter tests. CI runs it after `make test`.
+KILTED_TESTS ?= step_perception/test/unit step_perception/test/integration
+
+test-kilted:  ## build on ROS 2 Kilted beside Jazzy, then run the unit and node integration tests there
+	@ROS_DISTRO=kilted scripts/setup.sh
+	@ROS_DISTRO=kilted scripts/test.sh $(KILTED_TESTS) $(PYTEST_ARGS)
 
 # What a Humble user imports must run on Python 3.10: vermin fails on any 3.11+ construct, and
 # mypy checks the node package once more as Python 3.10.
@@ -38,5 +46,5 @@ bench: build smg  ## run the benchmarks under bench/ and print their tables
 fuzz: build  ## >= 10,000 hostile model answers per property through parse and command path, 50 ms CPU budget
 	@. ./env.sh && STEP_PERCEPTION_FUZZ=1 python -m pytest fuzz -q -s -p no:cacheprovider
 
-clean:  ## remove build outputs (keeps .venv)
-	rm -rf build install log
+clean:  ## remove build outputs (keeps .venv and .venv-kilted)
+	rm -rf build install log build-kilted install-kilted log-kilted

@@ -1,27 +1,33 @@
 # Source me from the repository root:  . ./env.sh
 # Puts the venv (ROS 2 Jazzy from PyPI) and the built colcon workspace on the environment.
+# ROS_DISTRO=kilted . ./env.sh  picks the Kilted build instead (.venv-kilted, install-kilted/).
 _sp_root=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" 2>/dev/null && pwd)
 [ -f "$_sp_root/env.sh" ] || _sp_root=$PWD
-if [ ! -f "$_sp_root/install/setup.sh" ]; then
-  echo "env.sh: workspace not built yet; run 'make build' first" >&2
+case ${ROS_DISTRO:-jazzy} in
+  kilted) _sp_distro=kilted _sp_sfx=-kilted ;;
+  *) _sp_distro=jazzy _sp_sfx= ;;
+esac
+if [ ! -f "$_sp_root/install$_sp_sfx/setup.sh" ]; then
+  echo "env.sh: workspace not built yet; run '${_sp_sfx:+ROS_DISTRO=kilted }make build' first" >&2
 else
-  export VIRTUAL_ENV="$_sp_root/.venv"
+  export ROS_DISTRO=$_sp_distro
+  export VIRTUAL_ENV="$_sp_root/.venv$_sp_sfx"
   export PATH="$VIRTUAL_ENV/bin:$PATH"
   # The wheels' ROS prefix is the venv root; colcon's setup.sh prepends our packages to it.
   export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
   export CMAKE_PREFIX_PATH="$VIRTUAL_ENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
   # colcon's setup scripts read unset variables: allow that even under `set -u`.
   case $- in *u*) _sp_nounset=1; set +u ;; *) _sp_nounset= ;; esac
-  # The pinned upstream ROS overlay (scripts/build_overlay.sh) goes under the workspace.
-  if [ -f "$_sp_root/.ros-overlay/install/local_setup.sh" ]; then
-    COLCON_CURRENT_PREFIX="$_sp_root/.ros-overlay/install" . "$_sp_root/.ros-overlay/install/local_setup.sh"
+  # The pinned upstream ROS overlay (scripts/build_overlay.sh, one per distro) goes under the workspace.
+  if [ -f "$_sp_root/.ros-overlay$_sp_sfx/install/local_setup.sh" ]; then
+    COLCON_CURRENT_PREFIX="$_sp_root/.ros-overlay$_sp_sfx/install" . "$_sp_root/.ros-overlay$_sp_sfx/install/local_setup.sh"
   fi
-  COLCON_CURRENT_PREFIX="$_sp_root/install" . "$_sp_root/install/setup.sh"
+  COLCON_CURRENT_PREFIX="$_sp_root/install$_sp_sfx" . "$_sp_root/install$_sp_sfx/setup.sh"
   [ -n "$_sp_nounset" ] && set -u
   unset _sp_nounset
   # Console scripts of an ament_python package live in lib/<pkg> (for `ros2 run`); put them on PATH too.
   for _sp_pkg in step_perception step_perception_tools; do
-    export PATH="$_sp_root/install/$_sp_pkg/lib/$_sp_pkg:$PATH"
+    export PATH="$_sp_root/install$_sp_sfx/$_sp_pkg/lib/$_sp_pkg:$PATH"
   done
   unset _sp_pkg
   export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
@@ -30,11 +36,16 @@ else
   export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}"
   # A 100 ms writer heartbeat: a large reliable sample that lost a fragment is repaired within 0.1 s
   # instead of Fast DDS's default 3 s (measured: late depth frames and 2-3 s stalls without it).
-  export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$_sp_root/step_perception/config/fastdds.xml}"
+  # Fast DDS 3 (Kilted) renamed both the variable and the XML element: its own file.
+  if [ "$_sp_distro" = kilted ]; then
+    export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$_sp_root/step_perception/config/fastdds3.xml}"
+  else
+    export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$_sp_root/step_perception/config/fastdds.xml}"
+  fi
   # The embedded reference model is a folder of the checkout, not an installed file: the tools
   # (`step-perception demo`, the end-to-end test) find it through this variable.
   export STEP_PERCEPTION_MODEL="${STEP_PERCEPTION_MODEL:-$_sp_root/models/tabletop-ref}"
   # Never reach for a model hub at run time; models are local folders.
   export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 fi
-unset _sp_root
+unset _sp_root _sp_distro _sp_sfx

@@ -15,8 +15,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-VENV=$ROOT/.venv
-OVERLAY=$ROOT/.ros-overlay
+# setup.sh passes the distro's venv and suffix (Jazzy: .venv, .ros-overlay; Kilted: .venv-kilted,
+# .ros-overlay-kilted): the overlay links against that distro's wheels, so each distro has its own.
+SUFFIX=${SP_SUFFIX:-}
+VENV=${SP_VENV:-$ROOT/.venv}
+OVERLAY=$ROOT/.ros-overlay$SUFFIX
+ROS_REQ=${SP_ROS_REQ:-requirements/ros.txt}
 REPOS=${ROS_OVERLAY_REPOS:-$ROOT/ros-deps.repos}
 TARBALLS=${ROS_OVERLAY_TARBALLS:-$ROOT/../shared/ros-src}
 MODE=${ROS_OVERLAY:-auto}
@@ -63,7 +67,7 @@ REPO_LINES=$(read_repos)
 
 # The stamp: everything that decides what gets built.
 STAMP=$( {
-  cat "$REPOS" "$ROOT/scripts/build_overlay.sh" requirements/ros.txt
+  cat "$REPOS" "$ROOT/scripts/build_overlay.sh" "$ROS_REQ"
   while read -r name _url _commit; do
     if [ -f "$TARBALLS/$name.tar.gz" ]; then sha256sum "$TARBALLS/$name.tar.gz" | cut -d' ' -f1
     else echo "git $name"; fi

@@ -4,7 +4,8 @@
 (``step_perception.core.errors``) does not pull in OpenCV or the others. Entry points:
 ``pipeline.Perceiver`` and ``pipeline.frame_input`` (a frame to a ``PerceptionResult``),
 ``frames.FrameGate`` and ``loop.FrameLoop`` (which frames go, with which depth),
-``query.FrameMailbox`` (which frame answers a query), ``config.PerceptionConfig``
+``query.FrameMailbox`` (which frame answers a query), ``ordering.StampOrder`` (results
+leave in stamp order), ``config.PerceptionConfig``
 (every parameter, validated), ``backend.Backend`` (what a model backend implements)
 and the typed errors in ``errors``.
 """
@@ -20,6 +21,7 @@ __all__ = [
     "geometry",
     "imaging",
     "loop",
+    "ordering",
     "parsing",
     "pipeline",
     "profiles",

@@ -10,8 +10,9 @@ clock-jump check (core/sync.py) into the node's data path, without ROS:
 * ``add_depth`` / ``expired``: a held frame goes with its depth, or without it
   once the wait is over;
 * ``done`` when a request finished: frees the gate's slot, says whether the
-  result is still current (not from before a reset) and hands back the next
-  frame to send.
+  result is still current (not from before a reset, and not older than a result
+  already published: with ``max_inflight`` > 1 a late older reply is dropped and
+  counted, ``core/ordering.py``) and hands back the next frame to send.
 
 Each method returns the ``Dispatch`` to send, if any; the caller (the node)
 only converts and submits it. Times come from the injected clocks of the gate
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from step_perception.core.frames import Decision, FilterBounds, FrameGate, content_filter_bounds
+from step_perception.core.ordering import OrderCounters, StampOrder
 from step_perception.core.sync import ClockJump, DepthSync, Held
 
 __all__ = ["Dispatch", "Finished", "FrameLoop"]
@@ -46,8 +48,9 @@ class Dispatch(Generic[C, D]):
 class Finished(Generic[C, D]):
     """What ``done`` says: publish the result or not, and the next frame to send."""
 
-    current: bool  # the request was admitted after the last reset: its result counts
+    current: bool  # publish it: admitted after the last reset, and newer than what is out
     next: Dispatch[C, D] | None
+    late: bool = False  # dropped: an answer to a newer frame was published before it
 
 
 class FrameLoop(Generic[C, D]):
@@ -65,6 +68,7 @@ class FrameLoop(Generic[C, D]):
         self._sync = sync
         self._clock_jump = clock_jump
         self._use_depth = use_depth
+        self._order = StampOrder()
 
     @property
     def gate(self) -> FrameGate[C]:
@@ -95,14 +99,23 @@ class FrameLoop(Generic[C, D]):
         held = self._sync.expired()
         return None if held is None else self._release(held, None)
 
-    def done(self, generation: int) -> Finished[C, D]:
-        """Free the slot of a request admitted under ``generation``; see ``Finished``."""
+    def done(self, generation: int, stamp_ns: int | None = None) -> Finished[C, D]:
+        """Free the slot of a request admitted under ``generation``; see ``Finished``.
+
+        ``stamp_ns`` (the frame's stamp) keeps results in stamp order: a result whose
+        stamp is not newer than the last current one is ``late`` and not current.
+        """
         current = generation == self._gate.generation
+        late = current and stamp_ns is not None and not self._order.admit(stamp_ns)
         nxt = self._gate.done(generation)
         dispatch = None
         if nxt is not None:
             dispatch = self._route(nxt.stamp_ns, nxt.payload, nxt.generation, wait_depth=True)
-        return Finished(current, dispatch)
+        return Finished(current and not late, dispatch, late)
+
+    def order_counters(self) -> OrderCounters:
+        """Results let out and late ones dropped (``done`` with a stamp)."""
+        return self._order.counters()
 
     def depth_for(self, stamp_ns: int) -> D | None:
         """Return the depth paired with a colour stamp now (``None`` without ``use_depth``)."""
@@ -122,9 +135,10 @@ class FrameLoop(Generic[C, D]):
         )
 
     def reset(self) -> None:
-        """Forget admitted frames and the held one (deactivate, clock jump)."""
+        """Forget admitted frames, the held one, the last result stamp (deactivate, clock jump)."""
         self._gate.reset()
         self._sync.drop_held()
+        self._order.reset()
 
     def _route(
         self, stamp_ns: int, payload: C, generation: int, *, wait_depth: bool

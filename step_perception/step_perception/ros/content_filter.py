@@ -4,16 +4,22 @@ While the gate will not take a frame (a request in flight, or too early for
 ``rate_hz``), the filter keeps those frames from ever reaching this process: the
 writer (or the reader's middleware) drops them before rclpy sees a byte.
 
-rclpy on Jazzy and Humble has no content-filter API (it arrived in later
-releases), but rcl has had one since Humble, so this module calls it through
-ctypes on the ``rcl_subscription_t`` behind an rclpy subscription.
+Two ways to set it, picked once per process by what rclpy offers:
+
+* rclpy's own API (Kilted and later: ``Subscription.set_content_filter``,
+  ``is_cft_enabled``, and ``ContentFilterOptions`` at creation). No ctypes.
+* rclpy on Jazzy and Humble has no content-filter API, but rcl has had one since
+  Humble, so there this module calls it through ctypes on the
+  ``rcl_subscription_t`` behind an rclpy subscription.
 
 Caveat, measured here: Fast DDS 2.x (the middleware of Jazzy and Humble)
 evaluates the SQL filter by deserialising every sample into DynamicData. For
 samples over about 64 KB (any real camera Image) the filtered reader receives
 nothing and the publishing process grows by gigabytes (eProsima/Fast-DDS#6017,
 #4878). ``middleware_filter_is_safe`` tells when that middleware is loaded, so
-the node's ``content_filter: auto`` stays on the plain subscription there.
+the node's ``content_filter: auto`` stays on the plain subscription there. Fast
+DDS 3 (Kilted) filters 1080p and 4K frames with the publisher unharmed
+(``test/integration/test_content_filter.py``), so ``auto`` turns it on there.
 """
 
 from __future__ import annotations
@@ -24,14 +30,22 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from rclpy.subscription import Subscription
+
+try:  # Kilted and later
+    from rclpy.subscription_content_filter_options import ContentFilterOptions
+except ImportError:  # Jazzy and Humble: rcl's API through ctypes instead
+    ContentFilterOptions = None
 
 __all__ = [
     "CLOSED_STAMP_NS",
     "FILTER_EXPRESSION",
+    "RCLPY_HAS_CONTENT_FILTER",
     "ContentFilterError",
     "StampFilter",
+    "creation_options",
     "middleware_filter_is_safe",
 ]
 
@@ -43,8 +57,30 @@ FILTER_EXPRESSION = (
 CLOSED_STAMP_NS = (2**31 - 1) * 1_000_000_000
 
 
+#: rclpy's own content-filter API is there (Kilted and later); else rcl through ctypes.
+RCLPY_HAS_CONTENT_FILTER = ContentFilterOptions is not None
+
+
 class ContentFilterError(RuntimeError):
     """The content filter could not be set (the RMW lacks it, or rcl failed)."""
+
+
+def _parameters(stamp_ns: int | None) -> list[str]:
+    """Return the filter's two parameters (seconds, nanoseconds) for "stamp >= stamp_ns"."""
+    ns = CLOSED_STAMP_NS if stamp_ns is None else min(max(0, stamp_ns), CLOSED_STAMP_NS)
+    sec, nanosec = divmod(ns, 1_000_000_000)
+    return [str(sec), str(nanosec)]
+
+
+def creation_options(stamp_ns: int | None = 0) -> Any:
+    """``content_filter_options`` for ``create_subscription`` (rclpy with the API), else ``None``.
+
+    Creating the reader filtered saves the middleware from recreating it on the first
+    ``set_content_filter`` (Fast DDS swaps the DataReader for a filtered one then).
+    """
+    if ContentFilterOptions is None:
+        return None
+    return ContentFilterOptions(FILTER_EXPRESSION, _parameters(stamp_ns))
 
 
 class _Allocator(ctypes.Structure):
@@ -158,7 +194,8 @@ class StampFilter:
     ``enable`` installs the filter (accepting everything) and reports whether
     the RMW actually filters (``is_cft_enabled``). ``set_bound`` moves it; it
     skips calls that would not change anything, because each change travels to
-    the writers through discovery.
+    the writers through discovery. rclpy's API is used where it exists, rcl
+    through ctypes otherwise.
     """
 
     def __init__(self, subscription: Subscription) -> None:
@@ -173,8 +210,12 @@ class StampFilter:
         except ContentFilterError:
             self.enabled = False
             return False
-        with self._sub.handle:
-            self.enabled = bool(_librcl().rcl_subscription_is_cft_enabled(self._sub.handle.pointer))
+        if RCLPY_HAS_CONTENT_FILTER:
+            self.enabled = bool(self._sub.is_cft_enabled)  # type: ignore[attr-defined,unused-ignore]
+        else:
+            with self._sub.handle:
+                ptr = self._sub.handle.pointer
+                self.enabled = bool(_librcl().rcl_subscription_is_cft_enabled(ptr))
         return self.enabled
 
     @property
@@ -190,24 +231,34 @@ class StampFilter:
         return True
 
     def _set(self, stamp_ns: int | None) -> None:
-        ns = CLOSED_STAMP_NS if stamp_ns is None else min(max(0, stamp_ns), CLOSED_STAMP_NS)
-        sec, nanosec = divmod(ns, 1_000_000_000)
-        lib = _librcl()
-        params = (ctypes.c_char_p * 2)(str(sec).encode(), str(nanosec).encode())
-        opts = lib.rcl_get_zero_initialized_subscription_content_filter_options()
-        with self._sub.handle:
-            ptr = self._sub.handle.pointer
-            rc = lib.rcl_subscription_content_filter_options_init(
-                ptr, FILTER_EXPRESSION.encode(), 2, params, ctypes.byref(opts)
-            )
-            if rc != 0:
-                lib.rcutils_reset_error()
-                raise ContentFilterError(f"rcl_subscription_content_filter_options_init: {rc}")
+        if RCLPY_HAS_CONTENT_FILTER:
+            setter = self._sub.set_content_filter  # type: ignore[attr-defined,unused-ignore]
             try:
-                rc = lib.rcl_subscription_set_content_filter(ptr, ctypes.byref(opts))
-            finally:
-                lib.rcl_subscription_content_filter_options_fini(ptr, ctypes.byref(opts))
-            if rc != 0:
-                lib.rcutils_reset_error()
-                raise ContentFilterError(f"rcl_subscription_set_content_filter: {rc}")
+                setter(FILTER_EXPRESSION, _parameters(stamp_ns))
+            except Exception as err:  # rclpy's RCLError (its _rclpy module is untyped)
+                raise ContentFilterError(f"set_content_filter: {err}") from err
+        else:
+            _set_through_rcl(self._sub, _parameters(stamp_ns))
         self._bound = stamp_ns
+
+
+def _set_through_rcl(sub: Subscription, parameters: list[str]) -> None:
+    """``rcl_subscription_set_content_filter`` through ctypes (rclpy without the API)."""
+    lib = _librcl()
+    params = (ctypes.c_char_p * 2)(*(p.encode() for p in parameters))
+    opts = lib.rcl_get_zero_initialized_subscription_content_filter_options()
+    with sub.handle:
+        ptr = sub.handle.pointer
+        rc = lib.rcl_subscription_content_filter_options_init(
+            ptr, FILTER_EXPRESSION.encode(), 2, params, ctypes.byref(opts)
+        )
+        if rc != 0:
+            lib.rcutils_reset_error()
+            raise ContentFilterError(f"rcl_subscription_content_filter_options_init: {rc}")
+        try:
+            rc = lib.rcl_subscription_set_content_filter(ptr, ctypes.byref(opts))
+        finally:
+            lib.rcl_subscription_content_filter_options_fini(ptr, ctypes.byref(opts))
+        if rc != 0:
+            lib.rcutils_reset_error()
+            raise ContentFilterError(f"rcl_subscription_set_content_filter: {rc}")

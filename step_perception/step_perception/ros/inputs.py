@@ -29,6 +29,7 @@ from step_perception.core.frames import FilterBounds
 from step_perception.ros.content_filter import (
     ContentFilterError,
     StampFilter,
+    creation_options,
     middleware_filter_is_safe,
 )
 from step_perception.ros.params import ContentFilterMode
@@ -70,13 +71,19 @@ class CameraInputs:
     def subscribe(self, config: PerceptionConfig, filter_mode: ContentFilterMode) -> None:
         """Create the subscriptions (and the content filters when possible)."""
         node, group, cb, qos = self._node, self._group, self._cb, image_qos(config.reliability)
+        why = _filter_refusal(filter_mode)
+        # Where rclpy has the API (Kilted+), the reader is created filtered (open): Fast DDS
+        # would otherwise replace the DataReader on the first set_content_filter.
+        options = None if why else creation_options()
+        filtered: dict[str, Any] = {} if options is None else {"content_filter_options": options}
         if config.image_transport is ImageTransportKind.COMPRESSED:
             image = node.create_subscription(
-                CompressedImage, "image_raw/compressed", cb.image, qos, callback_group=group
-            )
+                CompressedImage, "image_raw/compressed", cb.image, qos, callback_group=group,
+                **filtered,
+            )  # fmt: skip
         else:
             image = node.create_subscription(
-                Image, "image_raw", cb.image, qos, callback_group=group
+                Image, "image_raw", cb.image, qos, callback_group=group, **filtered
             )
         self._subs = [
             image,
@@ -91,7 +98,7 @@ class CameraInputs:
         if config.use_depth:
             depth = node.create_subscription(
                 Image, "depth/image_raw", cb.depth, depth_qos(config.reliability),
-                callback_group=group,
+                callback_group=group, **filtered,
             )  # fmt: skip
             self._subs.append(depth)
             self._timer = node.create_timer(
@@ -99,7 +106,6 @@ class CameraInputs:
             )
         self._filters, self.input_path = [], "plain"
         log = node.get_logger()
-        why = _filter_refusal(filter_mode)
         if why:
             log.info(f"input path: plain keep-last-1 subscription ({why})")
             return

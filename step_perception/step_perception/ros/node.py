@@ -97,6 +97,7 @@ class _Finished:
     """A loop request whose future completed (queued from a worker thread)."""
 
     msg: Any
+    stamp_ns: int
     generation: int
     future: Future[PerceptionResult]
 
@@ -367,12 +368,12 @@ class PerceptionNode(LifecycleNode):
         perceiver = self._perceiver
         if d is None or perceiver is None:
             return
-        msg, generation = d.payload, d.generation
+        msg, stamp_ns, generation = d.payload, d.stamp_ns, d.generation
         frame = frame_input(
             msg, d.stamp_ns, msg.header.frame_id, depth=d.depth, intrinsics=self._intrinsics
         )
         perceiver.submit(frame).add_done_callback(
-            lambda f: self._post(_Finished(msg, generation, f))
+            lambda f: self._post(_Finished(msg, stamp_ns, generation, f))
         )
 
     def _post(self, item: _Finished) -> None:
@@ -389,7 +390,7 @@ class PerceptionNode(LifecycleNode):
             loop = self._loop
             if loop is None:
                 continue
-            finished = loop.done(item.generation)
+            finished = loop.done(item.generation, item.stamp_ns)
             if finished.current and self._state == "active" and self._outputs is not None:
                 config = self._config
                 always = config is not None and config.publish_debug_image
@@ -451,7 +452,11 @@ class PerceptionNode(LifecycleNode):
             input_rate_hz=self._diag.input.rate(),
             processed_rate_hz=self._diag.processed.rate(),
             gate=loop.gate.counters() if loop is not None else GateCounters(),
-            node_drops=self._diag.node_drops(),
+            node_drops={
+                **self._diag.node_drops(),
+                # late older replies (max_inflight > 1), never published
+                "out_of_order": loop.order_counters().dropped_out_of_order if loop else 0,
+            },
             stats=perceiver.stats() if perceiver is not None else PerceiverStats(),
             health=backend.health() if backend is not None else None,
             backend_name=backend.name if backend is not None else "",

@@ -382,3 +382,12 @@ def running(camera: Camera) -> Iterator[Camera]:
 
 def stamp_of(msg: Any) -> int:
     return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def diag_values(diags: Collector, name: str) -> dict[str, str]:
+    """Key/values of node ``name``'s newest status on the collected ``/diagnostics``."""
+    for arr in reversed(diags.msgs):
+        for st in arr.status:
+            if st.name.startswith(name):
+                return {kv.key: kv.value for kv in st.values}
+    return {}

@@ -1,16 +1,20 @@
-"""The content filter the node pushes the throttle into, over real DDS (in one process).
+"""The content filter the node pushes the throttle into, over real DDS.
 
-Small messages only: Fast DDS 2.x (Jazzy) stops delivering filtered samples over
-~64 KB, which is why the node's ``content_filter: auto`` does not use it there.
+The first test moves a filter in one process with small messages: Fast DDS 2.x (Jazzy)
+stops delivering filtered samples over ~64 KB, which is why the node's ``content_filter:
+auto`` does not use it there. The second runs the node and a 1080p camera process where
+``auto`` does use it (Fast DDS 3, Kilted).
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from ros_harness import qos, stamp_of, wait_for
+from ros_harness import Collector, qos, stamp_of, wait_for
 
 pytestmark = [pytest.mark.ros]
 
@@ -73,3 +77,116 @@ def _check_bounds(tester: Any, topic: str, filt: Any, got: list[int], spin: Any)
     assert filt.set_bound(0)
     time.sleep(0.3)
     assert send(range(40, 42)) == [s * ns + 500 for s in range(40, 42)]
+
+
+@dataclass(frozen=True)
+class _CameraRun:
+    """What camera_proc.py did: frames sent, its own CPU seconds and peak RSS."""
+
+    sent: int
+    cpu_s: float
+    max_rss_mib: float
+
+
+def _camera_run(topic: str, seconds: float, width: int, height: int) -> _CameraRun:
+    """Run camera_proc.py (30 fps, reliable) in its own process and take its own rusage.
+
+    ``os.wait4`` reaps exactly this child, so its CPU and peak RSS are its alone.
+    """
+    import os
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    from ros_harness import child_env
+
+    env = child_env()
+    env["PYTHONPATH"] = f"{Path(__file__).parent}:{env['PYTHONPATH']}"
+    env["PYTHONFAULTHANDLER"] = "1"  # a crash prints the Python stack (where in the camera)
+    script = str(Path(__file__).with_name("camera_proc.py"))
+    cmd = [sys.executable, script, topic, "30", str(seconds), str(width), str(height)]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
+        hung = threading.Event()
+
+        def _kill() -> None:
+            hung.set()
+            proc.kill()
+
+        timer = threading.Timer(seconds + 30.0, _kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0)
+        err.seek(0)
+        text, errors = out.read(), err.read()
+    assert not hung.is_set(), f"camera process hung beside the node ({width}x{height})"
+    assert proc.returncode == 0, (proc.returncode, text[-200:], errors[-2000:])
+    return _CameraRun(
+        sent=int(text.split()[-1]),
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        max_rss_mib=usage.ru_maxrss / 1024.0,
+    )
+
+
+@pytest.mark.slow
+def test_node_filters_1080p_and_the_camera_is_unharmed(
+    ros: Any, tester: Any, launch: Any, model_server: Any
+) -> None:
+    """content_filter auto (the default) on Fast DDS 3: on, 1080p frames, publisher unharmed.
+
+    The same 1080p 30 fps camera process runs twice, beside the node with ``content_filter:
+    off`` and then with the default. Filtered, the camera must keep its rate, exit cleanly and
+    stay within its CPU and memory of the plain run (Fast DDS 2.14 segfaulted or spun and grew
+    by gigabytes here), while the node receives only a fraction of the frames and still answers
+    at ``rate_hz``.
+    """
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.utilities import get_rmw_implementation_identifier
+    from ros_harness import diag_values
+    from step_perception.ros.content_filter import middleware_filter_is_safe
+
+    from step_perception_msgs.msg import ObjectDetectionArray
+
+    safe, why = middleware_filter_is_safe(get_rmw_implementation_identifier())
+    if not safe:
+        pytest.skip(f"content_filter auto is off on this middleware: {why}")
+    seconds, rate_hz = 6.0, 2.0
+    runs: dict[str, tuple[_CameraRun, dict[str, str], int]] = {}
+    for mode in ("off", "auto"):
+        ns = f"/it_cft1080_{mode}"
+        dets = Collector(tester, ObjectDetectionArray, f"{ns}/detections")
+        diags = Collector(tester, DiagnosticArray, "/diagnostics")
+        params: dict[str, object] = {
+            "backend": "openai",
+            "endpoint": model_server.url(200),
+            "model": "test-model",
+            "reliability": "reliable",
+            "rate_hz": rate_hz,
+        }
+        if mode == "off":
+            params["content_filter"] = "off"  # "auto" is the default: not passed
+        node = launch(ns, params)
+        try:
+            cam = _camera_run(f"{ns}/image_raw", seconds, 1920, 1080)
+        except AssertionError as err:
+            raise AssertionError(f"content_filter {mode}: {err}") from None
+        assert wait_for(lambda n=node.name, d=diags: "frames_offered" in diag_values(d, n), 3.0)
+        time.sleep(1.2)  # the last diagnostics after the camera stopped
+        runs[mode] = (cam, diag_values(diags, node.name), len(dets.wait(1, 2.0)))
+        assert node.stop() == 0, node.log()
+    (plain, plain_diag, _), (filt, filt_diag, answered) = runs["off"], runs["auto"]
+    assert plain_diag["input_path"] == "plain"
+    assert filt_diag["input_path"] == "content_filter", filt_diag
+    # The camera kept its 30 fps (both runs) and its cost: CPU and memory as in the plain run.
+    assert filt.sent >= 0.8 * 30 * seconds, (filt, plain)
+    assert filt.cpu_s <= 1.5 * plain.cpu_s + 0.5, (filt, plain)
+    assert filt.max_rss_mib <= plain.max_rss_mib + 100.0, (filt, plain)
+    # The node saw a fraction of the frames and still answered at rate_hz.
+    assert int(filt_diag["frames_offered"]) < filt.sent / 3, (filt_diag, filt)
+    assert int(plain_diag["frames_offered"]) > filt.sent / 2, (plain_diag, plain)
+    assert answered >= rate_hz * seconds / 2, (answered, filt_diag)

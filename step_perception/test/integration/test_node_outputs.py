@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -177,14 +178,28 @@ def test_malformed_images_do_not_kill_the_node(tester: Any, launch: Any, model_s
     assert wait_for(lambda: image_errors() == len(bad), 5.0), image_errors()
 
 
+# Which transport carries best-effort 1080p between local processes depends on the Fast DDS
+# major version: env.sh sets ROS_DISTRO, and Kilted ships Fast DDS 3.
+_FAST_DDS_3 = os.environ.get("ROS_DISTRO") == "kilted"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "transports",
     [
-        "UDPv4",
+        pytest.param(
+            "UDPv4",
+            marks=pytest.mark.xfail(
+                _FAST_DDS_3,
+                strict=False,
+                reason="measured here: Fast DDS 3.2 over UDPv4 got 0-1 best-effort 1080p frames "
+                "to the node in 5 s in 8 of 10 runs (with and without the content filter)",
+            ),
+        ),
         pytest.param(
             "LARGE_DATA",
             marks=pytest.mark.xfail(
+                not _FAST_DDS_3,
                 strict=False,
                 reason="measured here: Fast DDS 2.14 with shared memory (DEFAULT, SHM, LARGE_DATA) "
                 "delivers 0-0.4 of 10 best-effort 1080p frames/s between local processes",

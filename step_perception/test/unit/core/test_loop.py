@@ -84,3 +84,28 @@ def test_a_clock_jump_resets_and_the_old_request_no_longer_counts():
     _, d = loop.offer(10 * S, "c-after")
     assert d is None  # admitted again (held for its depth): the gate was reset
     assert loop.gate.counters().sent == 2
+
+
+def test_a_late_older_reply_is_dropped_and_counted():
+    loop, _ros, _mono = make(use_depth=False, rate_hz=1000.0, max_inflight=2)
+    _, a = loop.offer(100 * S, "c0")
+    _, b = loop.offer(100 * S + 5 * MS, "c1")
+    assert a is not None and b is not None  # two requests in flight
+    newer = loop.done(b.generation, b.stamp_ns)  # the newer frame's answer comes first
+    assert newer.current and not newer.late
+    older = loop.done(a.generation, a.stamp_ns)  # then the older one: never published
+    assert older.late and not older.current
+    assert loop.order_counters().dropped_out_of_order == 1
+    assert loop.order_counters().published == 1
+    assert loop.gate.inflight == 0  # both slots freed all the same
+
+
+def test_after_a_reset_an_older_stamp_is_current_again():
+    loop, ros, _mono = make(use_depth=False, rate_hz=1000.0)
+    assert loop.check_clock(ros.now) is False
+    _, a = loop.offer(100 * S, "c0")
+    assert a is not None and loop.done(a.generation, a.stamp_ns).current
+    ros.now = 10 * S  # the bag looped: stamps start over
+    assert loop.check_clock(ros.now)
+    _, b = loop.offer(10 * S, "c-after")
+    assert b is not None and loop.done(b.generation, b.stamp_ns).current
