@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,9 @@ def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_DIR), env.get("PYTHONPATH")) if p)
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    # The shipped Fast DDS profile, as env.sh loads it (see test/integration/ros_harness.dds_env).
+    env.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(PACKAGE_DIR / "config" / "fastdds.xml"))
+    env["PYTHONFAULTHANDLER"] = "1"  # a hung child dumps every thread's stack on SIGABRT
     return env
 
 
@@ -31,3 +34,23 @@ def start_cli(*args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """``proc.communicate(timeout)``; a process that hangs is aborted and its stacks reported.
+
+    With ``PYTHONFAULTHANDLER=1`` (see ``cli_env``) SIGABRT makes the child print the Python
+    stack of every thread, so a hang in CI says where it hung.
+    """
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            _out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _out, err = proc.communicate()
+        raise AssertionError(
+            f"{proc.args} hung for {timeout} s; its stacks:\n{err[-6000:]}"
+        ) from None

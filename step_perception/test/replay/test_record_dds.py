@@ -15,7 +15,7 @@ msgs = pytest.importorskip("step_perception_msgs.msg")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import Point  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from replay_support import start_cli  # noqa: E402
+from replay_support import finish, start_cli  # noqa: E402
 from rosbags.rosbag2 import Reader  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
@@ -111,7 +111,7 @@ def test_records_outputs_until_sigint(tmp_path: Path):
         time.sleep(1.0)
         after = time.time_ns()
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        _, err = finish(proc, 30)
         assert proc.returncode == 0, err
     finally:
         talker.close()
@@ -164,7 +164,7 @@ def test_sim_time_log_times_follow_clock(tmp_path: Path):
             talker.pubs["detections"].publish(_array(i))
             time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        _, err = finish(proc, 30)
         assert proc.returncode == 0, err
     finally:
         talker.close()
