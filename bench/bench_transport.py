@@ -17,7 +17,8 @@ Publisher QoS is the camera driver's: keep-last 5 (ROS sensor-data depth), best 
 reliable. The reader keeps the last 10 and takes frames with ``raw=True`` (the stamp is read from
 the CDR bytes), so that a slow Python callback does not count as transport loss. The publisher
 waits until it is matched and then 1 s more (SHM/TCP connections are made after discovery)
-before the first frame; the subscriber is given 2 s after the last frame to drain.
+before the first frame, and stays 1 s after the last one (reliable: until all are acknowledged,
+up to 5 s); the subscriber counts what it got 1 s after that.
 
     . ./env.sh && ROS_DOMAIN_ID=61 python bench/bench_transport.py
     python bench/bench_transport.py --profiles ours --sizes 640x480 --fps 30 --seconds 60
@@ -129,6 +130,7 @@ def _reply(obj: dict[str, Any]) -> None:
 
 def _child(role: str) -> int:
     import rclpy
+    from rclpy.duration import Duration
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from sensor_msgs.msg import Image
@@ -184,6 +186,9 @@ def _child(role: str) -> int:
                 pub.publish(msg)
                 time.sleep(max(0.0, t0 + (i + 1) * period - time.monotonic()))
             elapsed = time.monotonic() - t0
+            if cmd["reliable"]:  # let the last samples be repaired before the writer goes
+                pub.wait_for_all_acked(Duration(seconds=5))
+            time.sleep(1.0)
             node.destroy_publisher(pub)
             _reply({"sent": count, "rate": count / elapsed})
         elif op == "quit":
@@ -265,7 +270,7 @@ def run_profile(
                             "depth": writer_depth,
                         }
                     )
-                    time.sleep(2.0)
+                    time.sleep(1.0)
                     got = sub.ask({"op": "result", "topic": topic})
                     cell = Cell(
                         profile,
