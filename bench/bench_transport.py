@@ -4,7 +4,8 @@ A publisher process sends bgr8 ``sensor_msgs/Image`` frames (640x480 up to 3840x
 and 30 fps, best effort and reliable, to a subscriber process; the table shows the fraction of
 the sent frames the subscriber received, the longest gap between two received frames, and the
 rate the publisher reached. Each profile runs its own pair of processes, whose only difference is
-the Fast DDS configuration in their environment:
+the Fast DDS configuration in their environment; the profiles take turns stream by stream, so
+they see the same machine load:
 
 * ``default``: Fast DDS as shipped (no XML file, no ``FASTDDS_BUILTIN_TRANSPORTS``): UDPv4 + SHM
   with a 512 KiB shared-memory segment.
@@ -149,7 +150,8 @@ def _child(role: str) -> int:
         # CDR: 4-byte encapsulation header, then header.stamp.sec (int32), .nanosec (uint32).
         _sec, index = struct.unpack_from("<iI", data, 4)
         with lock:
-            arrivals[topic].append((time.monotonic(), index))
+            if topic in arrivals:  # not one that arrives after its result was taken
+                arrivals[topic].append((time.monotonic(), index))
 
     _reply({"ready": True})
     for cmd in _commands():
@@ -238,63 +240,86 @@ class _Child:
             self.proc.wait()
 
 
-def run_profile(
-    profile: str,
+def run_all(
+    profiles: list[str],
     sizes: list[str],
     rates: list[float],
     seconds: float,
     min_frames: int,
     writer_depth: int = 5,
 ) -> list[Cell]:
-    """Measure every (size, fps, reliability) cell with one publisher/subscriber pair."""
-    env = profile_env(profile)
-    sub, pub = _Child("sub", env), _Child("pub", env)
+    """Measure every (size, fps, reliability) cell; one publisher/subscriber pair per profile.
+
+    The profiles take turns cell by cell, so that each cell sees the same machine load.
+    """
+    pairs = {p: (_Child("sub", profile_env(p)), _Child("pub", profile_env(p))) for p in profiles}
     cells: list[Cell] = []
     try:
         for size in sizes:
-            width, height = SIZES[size]
             for fps in rates:
                 for reliable in (False, True):
-                    topic = f"/bench/{profile}/s{width}x{height}_f{int(fps)}_{int(reliable)}"
-                    count = max(min_frames, round(fps * seconds))
-                    sub.ask({"op": "sub", "topic": topic, "reliable": reliable})
-                    sent = pub.ask(
-                        {
-                            "op": "pub",
-                            "topic": topic,
-                            "width": width,
-                            "height": height,
-                            "fps": fps,
-                            "count": count,
-                            "reliable": reliable,
-                            "depth": writer_depth,
-                        }
-                    )
-                    time.sleep(1.0)
-                    got = sub.ask({"op": "result", "topic": topic})
-                    cell = Cell(
-                        profile,
-                        size,
-                        fps,
-                        reliable,
-                        sent["sent"],
-                        got["received"],
-                        got["max_gap_s"],
-                        sent["rate"],
-                    )
-                    cells.append(cell)
-                    print(
-                        f"  {profile:10s} {size:9s} {fps:4.0f} fps "
-                        f"{'reliable' if reliable else 'best eff'}: {cell.received}/{cell.sent}"
-                        f" ({100 * cell.fraction:.1f} %), max gap {cell.max_gap_s:.2f} s,"
-                        f" sent at {cell.pub_rate:.1f} fps",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    for profile, (sub, pub) in pairs.items():
+                        cells.append(
+                            _measure(
+                                sub,
+                                pub,
+                                profile,
+                                size,
+                                fps,
+                                reliable,
+                                seconds,
+                                min_frames,
+                                writer_depth,
+                            )
+                        )
     finally:
-        pub.close()
-        sub.close()
+        for sub, pub in pairs.values():
+            pub.close()
+            sub.close()
     return cells
+
+
+def _measure(
+    sub: _Child,
+    pub: _Child,
+    profile: str,
+    size: str,
+    fps: float,
+    reliable: bool,
+    seconds: float,
+    min_frames: int,
+    writer_depth: int,
+) -> Cell:
+    width, height = SIZES[size]
+    topic = f"/bench/{profile}/s{width}x{height}_f{int(fps)}_{int(reliable)}"
+    count = max(min_frames, round(fps * seconds))
+    sub.ask({"op": "sub", "topic": topic, "reliable": reliable})
+    sent = pub.ask(
+        {
+            "op": "pub",
+            "topic": topic,
+            "width": width,
+            "height": height,
+            "fps": fps,
+            "count": count,
+            "reliable": reliable,
+            "depth": writer_depth,
+        }
+    )
+    time.sleep(1.0)
+    got = sub.ask({"op": "result", "topic": topic})
+    cell = Cell(
+        profile, size, fps, reliable, sent["sent"], got["received"], got["max_gap_s"], sent["rate"]
+    )
+    qos = "reliable" if reliable else "best eff"
+    print(
+        f"  {profile:8s} {size:9s} {fps:4.0f} fps {qos}: {cell.received}/{cell.sent}"
+        f" ({100 * cell.fraction:.1f} %), max gap {cell.max_gap_s:.2f} s,"
+        f" sent at {cell.pub_rate:.1f} fps, load {os.getloadavg()[0]:.1f}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return cell
 
 
 def table(cells: list[Cell], profiles: list[str]) -> str:
@@ -336,11 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = [float(f) for f in args.fps.split(",") if f]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load = os.getloadavg()[0]
-    cells = [
-        c
-        for p in profiles
-        for c in run_profile(p, sizes, rates, args.seconds, args.min_frames, args.writer_depth)
-    ]
+    cells = run_all(profiles, sizes, rates, args.seconds, args.min_frames, args.writer_depth)
     print(
         f"bench_transport: {started}, {os.cpu_count()} cores, load average at start {load:.2f},"
         f" at end {os.getloadavg()[0]:.2f}; {args.seconds:g} s per stream"
