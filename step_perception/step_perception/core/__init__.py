@@ -6,7 +6,7 @@
 ``frames.FrameGate`` and ``loop.FrameLoop`` (which frames go, with which depth),
 ``query.FrameMailbox`` (which frame answers a query), ``config.PerceptionConfig``
 (every parameter, validated), ``backend.Backend`` (what a model backend implements)
-and the typed errors in ``errors``.
+``health.assess`` (the /diagnostics level) and the typed errors in ``errors``.
 """
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "errors",
     "frames",
     "geometry",
+    "health",
     "imaging",
     "loop",
     "parsing",
