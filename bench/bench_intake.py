@@ -269,7 +269,10 @@ def _sub(size: str, modes: tuple[str, ...], window: float, rounds: int) -> dict[
 
 def _measure(size: str, window: float, rounds: int, with_cft: bool) -> dict[str, Any]:
     """Run one publisher; plain/raw subscribers first, the content filter last (it may break it)."""
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    os.environ.setdefault(
+        "FASTRTPS_DEFAULT_PROFILES_FILE",
+        str(Path(__file__).resolve().parents[1] / "step_perception" / "config" / "fastdds.xml"),
+    )
     with tempfile.TemporaryDirectory(prefix="bench_intake_") as tmp:
         times_file = Path(tmp) / "pub_times.txt"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--role", "pub", "--size", size]
@@ -344,8 +347,8 @@ def main() -> None:
 
     print(f"## bench_intake: CPU per input frame, {FPS:.0f} fps in, gated to {RATE_HZ:g} Hz\n")
     print(
-        f"RMW {os.environ.get('RMW_IMPLEMENTATION', '?')}, FASTDDS_BUILTIN_TRANSPORTS="
-        f"{os.environ.get('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')}, reliable keep-last-1; "
+        f"RMW {os.environ.get('RMW_IMPLEMENTATION', '?')}, Fast DDS profile "
+        f"{os.environ.get('FASTRTPS_DEFAULT_PROFILES_FILE', '-')}, reliable keep-last-1; "
         f"filter `{FILTER_EXPRESSION}`\n"
     )
     rows = ["| benchmark | case | median | naive median | ratio |", "|---|---|---|---|---|"]

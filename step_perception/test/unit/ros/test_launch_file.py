@@ -109,8 +109,8 @@ def test_every_launch_argument_is_declared_and_described() -> None:
         assert name in declared
     for name, (default, desc) in declared.items():
         assert isinstance(default, str) and len(desc) > 20, name
-    assert declared["fastdds_transports"][0] == "LARGE_DATA"
-    assert "FASTDDS_BUILTIN_TRANSPORTS" in _string_args(LAUNCH_FILE, "SetEnvironmentVariable")
+    env = _string_args(LAUNCH_FILE, "SetEnvironmentVariable")
+    assert "FASTRTPS_DEFAULT_PROFILES_FILE" in env and "FASTDDS_BUILTIN_TRANSPORTS" not in env
 
 
 def test_launch_file_runs_nothing_itself() -> None:
