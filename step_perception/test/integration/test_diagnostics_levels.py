@@ -38,7 +38,11 @@ def _statuses(diags: Collector, name: str, since: float) -> list[tuple[int, str,
 
 
 def test_level_goes_to_error_when_results_stop_and_back_to_ok(tester: Any, launch: Any) -> None:
-    """rate_hz 5, request_timeout_s 0.5: ERROR after max(3 / 5, 2 x 0.5) = 1 s without results."""
+    """rate_hz 5, request_timeout_s 1.5: ERROR after max(3 / 5, 2 x 1.5) = 3 s without results.
+
+    A bound of a few seconds, not 1 s: on a loaded 2-core machine a result can come more than 1 s
+    after the previous one, which is then rightly an ERROR (seen in a CI loop).
+    """
     from diagnostic_msgs.msg import DiagnosticArray
 
     ns = "/it_levels"
@@ -47,7 +51,7 @@ def test_level_goes_to_error_when_results_stop_and_back_to_ok(tester: Any, launc
         node = launch(
             ns,
             {"backend": "openai", "endpoint": server.base_url, "model": "fault-model",
-             "rate_hz": 5.0, "request_timeout_s": 0.5, "max_frame_age_s": 2.0,
+             "rate_hz": 5.0, "request_timeout_s": 1.5, "max_frame_age_s": 5.0,
              "reliability": "reliable"},
         )  # fmt: skip
         camera = Camera(tester, f"{ns}/image_raw", fps=10.0, reliable=True, width=160, height=120)
@@ -56,7 +60,7 @@ def test_level_goes_to_error_when_results_stop_and_back_to_ok(tester: Any, launc
             t0 = time.monotonic()
             assert wait_for(lambda: any(lv == 0 for lv, _, _ in _statuses(diags, name, t0)), 15.0)
             # The server hangs past the request timeout: frames keep coming, nothing answered.
-            server.set(default=Behaviour(kind="sleep", delay_s=1.5))
+            server.set(default=Behaviour(kind="sleep", delay_s=4.0))
             t1 = time.monotonic()
             assert wait_for(
                 lambda: any(lv == 2 for lv, _, _ in _statuses(diags, name, t1)), 10.0
@@ -67,7 +71,7 @@ def test_level_goes_to_error_when_results_stop_and_back_to_ok(tester: Any, launc
             errors = [(m, v) for lv, m, v in _statuses(diags, name, t1) if lv == 2]
             message, values = errors[0]
             assert "no result for" in message or "backend unhealthy" in message, message
-            assert values["error_after_s"] == "1.0"
+            assert values["error_after_s"] == "3.0"
             # Healthy again: the level returns to OK once results come.
             server.set(default=OK_ANSWER)
             t2 = time.monotonic()
@@ -77,8 +81,9 @@ def test_level_goes_to_error_when_results_stop_and_back_to_ok(tester: Any, launc
                 _statuses(diags, name, t2),
                 node.log()[-3000:],
             )
-        # The camera stopped: no images (once the 5 s rate window is empty) is a warning only.
-        t3 = time.monotonic()
+        # The camera stopped: once its last frame is older than the bound, no result is owed;
+        # no images (the 5 s rate window empty) is then a warning, never an error.
+        t3 = time.monotonic() + 3.5
         stopped = lambda: _statuses(diags, name, t3)  # noqa: E731
-        assert wait_for(lambda: any(lv == 1 and "no images" in m for lv, m, _ in stopped()), 12.0)
+        assert wait_for(lambda: any(lv == 1 and "no images" in m for lv, m, _ in stopped()), 15.0)
         assert all(lv < 2 for lv, _, _ in stopped()), stopped()
