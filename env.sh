@@ -31,14 +31,14 @@ else
   done
   unset _sp_pkg
   export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
-  # FastDDS's default UDP transport loses best-effort 1080p images between local processes (measured:
-  # none arrived); LARGE_DATA (shared memory + TCP) delivers them. Set it for every process, drivers too.
-  export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}"
-  # A 100 ms writer heartbeat: a large reliable sample that lost a fragment is repaired within 0.1 s
-  # instead of Fast DDS's default 3 s (measured: late depth frames and 2-3 s stalls without it).
-  # Fast DDS 3 (Kilted) renamed both the variable and the XML element: its own file.
+  # Fast DDS profile for every process, camera drivers too (config/fastdds.xml says why, measured):
+  # a 64 MiB shared-memory segment so large best-effort frames are not lost between local processes,
+  # SHM + UDPv4 (no TCP), and a 100 ms writer heartbeat. It replaces FASTDDS_BUILTIN_TRANSPORTS.
+  # Fast DDS 3 (Kilted) renamed both the variable and the XML elements: its own file
+  # (config/fastdds3.xml, the heartbeat only), with LARGE_DATA for large frames as measured there.
   if [ "$_sp_distro" = kilted ]; then
     export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$_sp_root/step_perception/config/fastdds3.xml}"
+    export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}"
   else
     export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$_sp_root/step_perception/config/fastdds.xml}"
   fi

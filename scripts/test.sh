@@ -4,8 +4,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . ./env.sh
-# Each run gets its own DDS domain so parallel runs on one machine never cross-talk.
-export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( ($$ % 100) + 100 ))}"
+# Each run gets its own DDS domain so parallel runs on one machine never cross-talk. 10-99: domains
+# above 101 put the Fast DDS discovery ports (7400 + 250 x domain) inside Linux's ephemeral port range.
+export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( ($$ % 90) + 10 ))}"
 # `python -m` puts the repository root on sys.path, so the plugin loads as scripts.skip_policy.
 python -m pytest -p scripts.skip_policy "$@"
 rc=$?

@@ -8,9 +8,10 @@ Each camera gets its own node in ``<namespace>/<camera>`` reading that namespace
 ``image_raw``, ``camera_info`` and ``depth/image_raw`` (remappable below). The
 node is a lifecycle node with ``autostart`` on, so it needs no lifecycle manager.
 
-Large images over Fast DDS need ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA``: this
-file sets it for the nodes it starts. Set it for your camera driver as well
-(e.g. in the shell that launches it), or best-effort 1080p frames are lost.
+Large images over Fast DDS need the shipped profile ``config/fastdds.xml`` (a 64 MiB
+shared-memory segment, 100 ms writer heartbeat): this file loads it for the nodes it
+starts through ``FASTRTPS_DEFAULT_PROFILES_FILE``. Load it for your camera driver as
+well, or most best-effort frames of 640x480 and up are lost (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ EXECUTABLE = "perception_node"
 NODE_NAME = "step_perception"
 #: The default parameter file, relative to the package share (and source) folder.
 PARAMS_FILE = ("config", "params.yaml")
-#: Fast DDS XML profiles (100 ms writer heartbeat), relative to the package share folder.
+#: Fast DDS XML profile (SHM segment, transports, heartbeat), relative to the package share.
 FASTDDS_PROFILES = ("config", "fastdds.xml")
 
 #: Launch arguments that override a node parameter when not empty: argument -> parameter.
@@ -81,11 +82,6 @@ ARGUMENTS = (
     ),
     ("camera_info_topic", "camera_info", "CameraInfo topic, relative to each camera namespace."),
     ("depth_topic", "depth/image_raw", "Aligned depth topic (used when use_depth is true)."),
-    (
-        "fastdds_transports",
-        "LARGE_DATA",
-        "FASTDDS_BUILTIN_TRANSPORTS for the nodes (LARGE_DATA lets large images through).",
-    ),
     ("log_level", "info", "Log level of the node(s)."),
 )
 
@@ -174,11 +170,8 @@ def generate_launch_description() -> LaunchDescription:
                 DeclareLaunchArgument(name, default_value=default, description=description)
                 for name, default, description in ARGUMENTS
             ),
-            SetEnvironmentVariable(
-                "FASTDDS_BUILTIN_TRANSPORTS", LaunchConfiguration("fastdds_transports")
-            ),
-            # 100 ms writer heartbeat: large reliable samples that lose a fragment are repaired
-            # within 0.1 s instead of Fast DDS's default 3 s (see config/fastdds.xml).
+            # Large frames over shared memory and a 100 ms writer heartbeat (config/fastdds.xml
+            # says why); its transports win over a FASTDDS_BUILTIN_TRANSPORTS in the environment.
             SetEnvironmentVariable(
                 "FASTRTPS_DEFAULT_PROFILES_FILE",
                 PathJoinSubstitution([FindPackageShare(PACKAGE), *FASTDDS_PROFILES]),

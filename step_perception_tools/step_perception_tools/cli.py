@@ -324,11 +324,30 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _install_stop_handlers(stop: threading.Event) -> None:
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        if stop.is_set():  # second Ctrl-C: give up at once
-            raise KeyboardInterrupt
-        stop.set()
+    """SIGINT/SIGTERM set ``stop`` (a second one raises KeyboardInterrupt at once).
 
+    The Python handler runs on the main thread between two bytecodes, possibly while that
+    thread is inside ``stop.wait()`` holding the Event's (non-reentrant) lock, so it must take
+    no lock itself: calling ``stop.set()`` there hung a ``replay --loop`` in CI (its stack: the
+    handler blocked acquiring that lock). Instead the C-level handler writes the signal to a
+    wakeup pipe (``signal.set_wakeup_fd``) and a watcher thread sets ``stop``.
+    """
+    received = [0]
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        received[0] += 1  # no lock: see above
+        if received[0] > 1:  # second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while os.read(read_fd, 1):
+            stop.set()
+
+    threading.Thread(target=watch, name="stop-signals", daemon=True).start()
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
 

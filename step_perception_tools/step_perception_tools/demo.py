@@ -154,16 +154,8 @@ class ProcessSet:
                 tail = self.log_tail(name)
                 raise DemoError(f"{name} exited with code {proc.returncode}; log ends:\n{tail}")
 
-    def log_tail(self, name: str, lines: int = 15) -> str:
-        """Return the last lines of a child's log."""
-        path = self._log_dir / f"{name}.log"
-        try:
-            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
     def wait_for_log(self, name: str, text: str, timeout_s: float) -> None:
-        """Wait until a child's log contains ``text``; DemoError if it exits or times out."""
+        """Wait until ``text`` appears in a child's log; DemoError if it exits or times out."""
         path = self._log_dir / f"{name}.log"
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
@@ -172,8 +164,15 @@ class ProcessSet:
                 if text in path.read_text(errors="replace"):
                     return
             time.sleep(0.1)
-        tail = self.log_tail(name)
-        raise DemoError(f"{name} never logged {text!r} in {timeout_s:.0f} s:\n{tail}")
+        raise DemoError(f"{name} never logged {text!r} in {timeout_s:g} s:\n{self.log_tail(name)}")
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        """Return the last lines of a child's log."""
+        path = self._log_dir / f"{name}.log"
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
 
     def stop(self, name: str, timeout_s: float = 10.0) -> int | None:
         """Stop one child (SIGINT, then SIGTERM, then SIGKILL); returns its exit code."""
@@ -247,7 +246,10 @@ def run_demo(opts: DemoOptions) -> DemoOutcome:
         if path.exists():
             shutil.rmtree(path)
     env = dict(os.environ)
-    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    # The shipped Fast DDS profile (large frames over shared memory, 100 ms heartbeat), as env.sh.
+    env.setdefault(
+        "FASTRTPS_DEFAULT_PROFILES_FILE", str(node_params_file().with_name("fastdds.xml"))
+    )
     env["HF_HUB_OFFLINE"] = "1"
     env.setdefault("PYTHONUNBUFFERED", "1")
     cli = _tool("step-perception")
@@ -292,11 +294,13 @@ def run_demo(opts: DemoOptions) -> DemoOutcome:
                  "--topics", "detections", "scene", "command", "markers"],
                 env,
             )  # fmt: skip
-            # The recorder must hear the node before the first frame goes out: on the loaded
-            # 2-core machine it once matched late and recorded 2 of 8 answers (8 answered).
-            procs.wait_for_log("record", f"matched {ns}/detections", opts.ready_timeout_s)
             # Bag stamps are in the past: the node and the recorder run on the bag's /clock
             # (use_sim_time), as with `ros2 bag play --clock`.
+            # Answers are volatile: replay only once the recorder has matched the node's output,
+            # or the first answers are lost (a loaded CI run recorded 2 of 8).
+            procs.wait_for_log(
+                "record", f"matched {ns.rstrip('/')}/detections", opts.ready_timeout_s
+            )
             procs.check_alive()
             # /clock at 10 Hz: at 100 Hz the clock traffic alone starved this 2-core machine.
             _run_step(

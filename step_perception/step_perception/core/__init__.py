@@ -7,7 +7,7 @@
 ``query.FrameMailbox`` (which frame answers a query), ``ordering.StampOrder`` (results
 leave in stamp order), ``config.PerceptionConfig``
 (every parameter, validated), ``backend.Backend`` (what a model backend implements)
-and the typed errors in ``errors``.
+``health.assess`` (the /diagnostics level) and the typed errors in ``errors``.
 """
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "errors",
     "frames",
     "geometry",
+    "health",
     "imaging",
     "loop",
     "ordering",

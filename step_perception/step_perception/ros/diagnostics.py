@@ -19,14 +19,11 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
 from step_perception.core.frames import GateCounters
+from step_perception.core.health import Level, ResultWatch, assess
 from step_perception.core.pipeline import PerceiverStats
 from step_perception.core.types import BackendHealth
 
 __all__ = ["Diagnostics", "DiagnosticsSnapshot", "RateMeter"]
-
-_OK = DiagnosticStatus.OK
-_WARN = DiagnosticStatus.WARN
-_ERROR = DiagnosticStatus.ERROR
 
 
 class RateMeter:
@@ -75,24 +72,58 @@ class DiagnosticsSnapshot:
     health: BackendHealth | None
     backend_name: str = ""
     messages: tuple[str, ...] = field(default=())
+    #: core.health.stall_after_s of the current config; inf: never an ERROR for missing results
+    stall_after_s: float = math.inf
 
 
 def _fmt(value: float, digits: int = 3) -> str:
     return "nan" if math.isnan(value) else f"{value:.{digits}f}"
 
 
+def _since(t: float | None, now: float) -> float:
+    return math.nan if t is None else now - t
+
+
 class Diagnostics:
     """Counters of the node plus the report builder."""
 
-    def __init__(self, name: str, hardware_id: str, window_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        hardware_id: str,
+        window_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self.hardware_id = hardware_id
-        self.input = RateMeter(window_s)
-        self.processed = RateMeter(window_s)
+        self._clock = clock
+        self.input = RateMeter(window_s, clock)
+        self.processed = RateMeter(window_s, clock)
         self._drops: Counter[str] = Counter()
         self._received: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._last_failures = 0
+        self._watch = ResultWatch()
+        self._stall_s = math.inf
+
+    def frame(self) -> None:
+        """Count a colour frame that arrived (input rate, and whether results are owed)."""
+        self.input.tick()
+        now = self._clock()
+        with self._lock:
+            self._watch = self._watch.frame(now, self._stall_s)
+
+    def result(self) -> None:
+        """Count a published result."""
+        self.processed.tick()
+        now = self._clock()
+        with self._lock:
+            self._watch = self._watch.result(now)
+
+    def restart(self) -> None:
+        """Forget the stream (activated or enabled): a result is owed from the next frame on."""
+        with self._lock:
+            self._watch = self._watch.reset()
 
     def drop(self, reason: str) -> None:
         """Count a frame the node dropped before the gate (disabled, inactive, ...)."""
@@ -116,22 +147,30 @@ class Diagnostics:
     def status(self, snap: DiagnosticsSnapshot) -> DiagnosticStatus:
         """One ``DiagnosticStatus`` for ``snap``: level, message and key/values."""
         st = snap.stats
-        level, problems = _OK, list(snap.messages)
-        if snap.health is not None and not snap.health.healthy:
-            level = _ERROR
-            problems.append(f"backend unhealthy ({snap.health.state}: {snap.health.detail})")
+        now = self._clock()
         failures = st.failures
         with self._lock:
             new_failures = failures - self._last_failures
             self._last_failures = failures
-        if new_failures > 0:
-            level = max(level, _WARN)
-            problems.append(f"{new_failures} frame(s) failed since the last report")
+            self._stall_s = snap.stall_after_s
+            watch = self._watch
+        unhealthy = None
+        if snap.health is not None and not snap.health.healthy:
+            unhealthy = f"{snap.health.state}: {snap.health.detail}"
+        verdict = assess(
+            watch,
+            now,
+            snap.stall_after_s,
+            running=snap.lifecycle_state == "active" and snap.enabled,
+            new_failures=new_failures,
+            backend_unhealthy=unhealthy,
+        )
+        level, problems = verdict.level, [*snap.messages, *verdict.problems]
         if snap.lifecycle_state == "active" and snap.enabled and snap.input_rate_hz == 0.0:
-            level = max(level, _WARN)
+            level = max(level, Level.WARN)
             problems.append("no images arriving")
         if snap.lifecycle_state != "active":
-            level = max(level, _WARN)
+            level = max(level, Level.WARN)
             problems.append(f"lifecycle state {snap.lifecycle_state}")
         elif not snap.enabled:
             problems.append("disabled (enable service)")
@@ -145,6 +184,8 @@ class Diagnostics:
             ("rate_limit_hz", _fmt(snap.rate_limit_hz)),
             ("input_rate_hz", _fmt(snap.input_rate_hz, 2)),
             ("processed_rate_hz", _fmt(snap.processed_rate_hz, 2)),
+            ("no_result_for_s", _fmt(_since(watch.last_result_s, now), 1)),
+            ("error_after_s", _fmt(snap.stall_after_s, 1)),
             ("frames_offered", str(g.offered)),
             *((f"received_{k}", str(v)) for k, v in sorted(self._received_snapshot().items())),
             ("frames_sent", str(g.sent)),
@@ -179,7 +220,7 @@ class Diagnostics:
                 ("backend_detail", snap.health.detail),
             ]
         return DiagnosticStatus(
-            level=level,
+            level=bytes([int(level)]),  # diagnostic_msgs' ``byte`` field
             name=self.name,
             message=message,
             hardware_id=self.hardware_id,

@@ -25,6 +25,7 @@ cleanup frees the backend. ``autostart`` (default true) walks to active.
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import sys
 import threading
@@ -58,6 +59,7 @@ from step_perception.core.backend import Backend
 from step_perception.core.config import PerceptionConfig
 from step_perception.core.errors import BackendError, ConfigError, StepPerceptionError
 from step_perception.core.frames import FrameGate, GateCounters
+from step_perception.core.health import stall_after_s
 from step_perception.core.loop import Dispatch, FrameLoop
 from step_perception.core.pipeline import Perceiver, PerceiverStats, frame_input
 from step_perception.core.query import FrameMailbox
@@ -238,6 +240,7 @@ class PerceptionNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._update_filter()
         self._state = "active"
+        self._diag.restart()
         ret = super().on_activate(state)
         self._wake.trigger()
         return ret
@@ -318,7 +321,7 @@ class PerceptionNode(LifecycleNode):
         return int(self.get_clock().now().nanoseconds)
 
     def _on_image(self, msg: Any) -> None:
-        self._diag.input.tick()
+        self._diag.frame()
         loop = self._loop
         if loop is None or self._state != "active":
             self._diag.drop("inactive")
@@ -395,13 +398,15 @@ class PerceptionNode(LifecycleNode):
                 config = self._config
                 always = config is not None and config.publish_debug_image
                 if self._outputs.publish_outcome(item.msg, item.future, always_debug=always):
-                    self._diag.processed.tick()
+                    self._diag.result()
             self._send(finished.next)
         self._update_filter()
 
     # -- services ----------------------------------------------------------------------------
 
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        if request.data and not self._enabled:
+            self._diag.restart()
         self._enabled = bool(request.data)
         self._wake.trigger()  # the loop moves the content filter
         response.success = True
@@ -460,6 +465,11 @@ class PerceptionNode(LifecycleNode):
             stats=perceiver.stats() if perceiver is not None else PerceiverStats(),
             health=backend.health() if backend is not None else None,
             backend_name=backend.name if backend is not None else "",
+            stall_after_s=(
+                stall_after_s(config.rate_hz, config.request_timeout_s)
+                if config is not None
+                else math.inf
+            ),
         )
         header = Header(stamp=self.get_clock().now().to_msg())
         self._diag_pub.publish(self._diag.array(header, snap))

@@ -15,9 +15,9 @@ def ros() -> Iterator[Any]:
     """The test side of the graph (own rclpy context, executor thread)."""
     # No skip when rclpy or our messages do not import: the import error fails the tests.
     # Fast DDS reads these when the participant is created, so before the context.
-    os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
-    from ros_harness import Ros
+    from ros_harness import Ros, dds_env
+
+    os.environ.update(dds_env())
 
     harness = Ros()
     yield harness
@@ -107,16 +107,3 @@ def cassette(
     lines = path.read_text().splitlines()
     assert len(lines) == 12, lines
     yield path
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Retry tests of this folder up to twice: they run real processes over real DDS.
-
-    Measured on the 2-core CI machine: about one run in four hit a 1-3 s DDS stall or a
-    discovery that never completed in one of these tests, each time in a different test. A
-    retry reruns the whole test (fresh processes); its assertions stay as they are.
-    """
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.flaky(reruns=2, reruns_delay=1))

@@ -32,6 +32,7 @@ from sensor_msgs.msg import Image
 PACKAGE_DIR = Path(__file__).resolve().parents[2]  # step_perception/ (the ROS package)
 REPO = PACKAGE_DIR.parent
 PARAMS_FILE = PACKAGE_DIR / "config" / "params.yaml"
+FASTDDS_PROFILE = PACKAGE_DIR / "config" / "fastdds.xml"
 DOMAIN_ID = int(os.environ.get("ROS_DOMAIN_ID", "42") or "42")
 
 W, H = 640, 480  # default test frame size
@@ -49,15 +50,39 @@ def node_command() -> list[str]:
 
 
 def child_env() -> dict[str, str]:
-    """Environment of the node process: same domain, large-data transport, our sources first."""
+    """Environment of the node process: same domain, the shipped DDS profile, our sources first."""
     env = dict(os.environ)
     env["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
-    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    env.update(dds_env())
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"
     env["HF_HUB_OFFLINE"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(PACKAGE_DIR), env.get("PYTHONPATH", "")) if p
+    )
+    return env
+
+
+def dds_env() -> dict[str, str]:
+    """The middleware settings of every process of a test: Fast DDS with the shipped profile.
+
+    The profile (config/fastdds.xml) is what env.sh and the launch file load; the tests use it
+    even when env.sh was not sourced. ``FASTDDS_BUILTIN_TRANSPORTS`` is dropped: the profile
+    chooses the transports (a leftover ``LARGE_DATA`` would be ignored by it anyway).
+    """
+    env = {"RMW_IMPLEMENTATION": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")}
+    if os.environ.get("ROS_DISTRO") == "kilted":
+        # Fast DDS 3 reads FASTDDS_DEFAULT_PROFILES_FILE and rejects fastdds.xml's 2.x element
+        # names: its own file, plus LARGE_DATA for large frames (as env.sh sets on Kilted).
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = os.environ.get(
+            "FASTDDS_DEFAULT_PROFILES_FILE", str(PACKAGE_DIR / "config" / "fastdds3.xml")
+        )
+        env["FASTDDS_BUILTIN_TRANSPORTS"] = os.environ.get(
+            "FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"
+        )
+        return env
+    env["FASTRTPS_DEFAULT_PROFILES_FILE"] = os.environ.get(
+        "FASTRTPS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE)
     )
     return env
 
@@ -281,8 +306,13 @@ class NodeProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5.0)
+                # PYTHONFAULTHANDLER (child_env): SIGABRT writes every thread's stack to the log.
+                self.proc.send_signal(signal.SIGABRT)
+                try:
+                    self.proc.wait(5.0)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(5.0)
         return int(self.proc.returncode)
 
 

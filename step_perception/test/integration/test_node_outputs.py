@@ -184,36 +184,13 @@ _FAST_DDS_3 = os.environ.get("ROS_DISTRO") == "kilted"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "transports",
-    [
-        pytest.param(
-            "UDPv4",
-            marks=pytest.mark.xfail(
-                _FAST_DDS_3,
-                strict=False,
-                reason="measured here: Fast DDS 3.2 over UDPv4 got 0-1 best-effort 1080p frames "
-                "to the node in 5 s in 8 of 10 runs (with and without the content filter)",
-            ),
-        ),
-        pytest.param(
-            "LARGE_DATA",
-            marks=pytest.mark.xfail(
-                not _FAST_DDS_3,
-                strict=False,
-                reason="measured here: Fast DDS 2.14 with shared memory (DEFAULT, SHM, LARGE_DATA) "
-                "delivers 0-0.4 of 10 best-effort 1080p frames/s between local processes",
-            ),
-        ),
-    ],
-)
-def test_best_effort_1080p_frames_reach_the_node(
-    launch: Any, model_server: Any, transports: str
-) -> None:
+def test_best_effort_1080p_frames_reach_the_node(launch: Any, model_server: Any) -> None:
     """Sensor-data QoS (best effort) 1920x1080 bgr8 frames from another process are answered.
 
-    The camera and the node run with ``FASTDDS_BUILTIN_TRANSPORTS=transports``; the model
-    server (HTTP) sees what the node sent, so the check does not depend on that transport.
+    The camera runs in its own process with the shipped Fast DDS profile, as a driver would
+    (config/fastdds.xml). With Fast DDS's default 512 KiB shared-memory segment about 1 in 6 of
+    these frames arrived (bench/bench_transport.py); the node, throttled to 2 Hz, would then
+    answer only some of its 2 per second. The model server (HTTP) sees what the node sent.
     """
     import subprocess
     import sys
@@ -221,18 +198,14 @@ def test_best_effort_1080p_frames_reach_the_node(
 
     from ros_harness import child_env
 
-    ns = f"/it_1080p_{transports.lower()}"
-    env = {"FASTDDS_BUILTIN_TRANSPORTS": transports}
+    ns = "/it_1080p_be"
     server_url = model_server.url()
     node = launch(
         ns,
         {"backend": "openai", "endpoint": server_url, "model": "test-model", "rate_hz": 2.0,
          "reliability": "best_effort"},
-        env=env,
-        wait_active=False,  # the test's own participant may use other transports
     )  # fmt: skip
-    assert wait_for(lambda: "input path:" in node.log(), 30.0), node.log()
-    cam_env = {**child_env(), **env}
+    cam_env = child_env()
     cam_env["PYTHONPATH"] = f"{Path(__file__).parent}:{cam_env['PYTHONPATH']}"
     script = str(Path(__file__).with_name("camera_proc.py"))
     before = len(model_server.seen())
@@ -241,9 +214,10 @@ def test_best_effort_1080p_frames_reach_the_node(
         env=cam_env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert cam.returncode == 0, cam.stderr
-    wait_for(lambda: len(model_server.seen()) - before >= 2, 3.0)
+    wait_for(lambda: len(model_server.seen()) - before >= 8, 3.0)
     seen = model_server.seen()[before:]
-    assert len(seen) >= 2, f"{len(seen)} best-effort 1080p frames answered in 5 s"
+    # 5 s of stamps at 2 Hz: 10-11 answers when the frames arrive (a 0.5 s slot has 5 frames).
+    assert len(seen) >= 8, f"{len(seen)} best-effort 1080p frames answered in 5 s:\n{node.log()}"
     for s in seen:
         assert (s.width, s.height) == (728, 410)  # 1920x1080 shrunk to max_image_side
         assert s.objects == len(frame_boxes(0)) or s.objects == len(frame_boxes(1))

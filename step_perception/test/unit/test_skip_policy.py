@@ -28,7 +28,8 @@ def _pytest(folder: Path) -> subprocess.CompletedProcess[str]:
     # (the folder is outside the repository's pyproject.toml, so its `-p no:launch_*` is repeated:
     # the overlay's launch_testing plugins do not load under this pytest)
     argv = [sys.executable, "-m", "pytest", "-p", "scripts.skip_policy", "-p", "no:cacheprovider",
-            "-p", "no:launch_testing", "-p", "no:launch_ros", "-p", "no:launch_pytest", "-q", "-ra", "-W", "ignore::pytest.PytestUnknownMarkWarning", str(folder)]  # fmt: skip
+            "-p", "no:launch_testing", "-p", "no:launch_ros", "-p", "no:launch_pytest",
+            "-q", "-ra", "-W", "ignore::pytest.PytestUnknownMarkWarning", str(folder)]  # fmt: skip
     return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
 
 

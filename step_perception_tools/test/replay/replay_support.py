@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -29,7 +30,10 @@ def cli_env() -> dict[str, str]:
         p for p in (*map(str, SOURCE_DIRS), env.get("PYTHONPATH")) if p
     )
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    # The shipped Fast DDS profile, as env.sh loads it (see ros_harness.dds_env).
+    profile = SOURCE_DIRS[1] / "config" / "fastdds.xml"
+    env.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(profile))
+    env["PYTHONFAULTHANDLER"] = "1"  # a hung child dumps every thread's stack on SIGABRT
     return env
 
 
@@ -41,6 +45,26 @@ def start_cli(*args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """``proc.communicate(timeout)``; a process that hangs is aborted and its stacks reported.
+
+    With ``PYTHONFAULTHANDLER=1`` (see ``cli_env``) SIGABRT makes the child print the Python
+    stack of every thread, so a hang in CI says where it hung.
+    """
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            _out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _out, err = proc.communicate()
+        raise AssertionError(
+            f"{proc.args} hung for {timeout} s; its stacks:\n{err[-6000:]}"
+        ) from None
 
 
 # --------------------------------------------------------------------------- truth cassette

@@ -12,7 +12,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Point
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from replay_support import start_cli
+from replay_support import finish, start_cli
 from rosbags.rosbag2 import Reader
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
@@ -111,7 +111,7 @@ def test_records_outputs_until_sigint(tmp_path: Path):
         time.sleep(1.0)
         after = time.time_ns()
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        _, err = finish(proc, 30)
         assert proc.returncode == 0, err
     finally:
         talker.close()
@@ -163,7 +163,7 @@ def test_sim_time_log_times_follow_clock(tmp_path: Path):
             talker.pubs["detections"].publish(_array(i))
             time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        _, err = finish(proc, 30)
         assert proc.returncode == 0, err
     finally:
         talker.close()

@@ -14,7 +14,7 @@ import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from replay_support import start_cli
+from replay_support import finish, start_cli
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -78,7 +78,7 @@ def test_replay_publishes_bag_frames_with_their_stamps_and_clock(small_scenes: P
             "--topics", "/camera/image_raw", "/camera/camera_info", "--quiet",
         )  # fmt: skip
         listener.spin_while(proc)
-        _, err = proc.communicate(timeout=10)
+        _, err = finish(proc, 10)
         assert proc.returncode == 0, err
         assert "published 16 messages" in err
     finally:
@@ -123,7 +123,7 @@ def test_loop_restarts_and_sigint_stops_cleanly(small_scenes: Path):
             listener.executor.spin_once(timeout_sec=0.05)
         proc.send_signal(signal.SIGINT)
         listener.spin_while(proc, timeout=10)
-        _, err = proc.communicate(timeout=10)
+        _, err = finish(proc, 10)
         assert proc.returncode == 0, err
     finally:
         listener.close()
@@ -148,7 +148,7 @@ def test_default_sensor_qos_reaches_a_best_effort_subscriber(small_scenes: Path)
             listener.executor.spin_once(timeout_sec=0.05)
         proc.send_signal(signal.SIGTERM)
         listener.spin_while(proc, timeout=10)
-        _, err = proc.communicate(timeout=10)
+        _, err = finish(proc, 10)
         assert proc.returncode == 0, err
     finally:
         listener.close()
@@ -182,7 +182,7 @@ def test_lockstep_waits_for_each_answer(small_scenes: Path, tmp_path: Path):
                 msg = got[len(answered)][1]
                 answers.publish(msg.header)
                 answered.append((time.monotonic(), _stamp(msg)))
-        _, err = proc.communicate(timeout=10)
+        _, err = finish(proc, 10)
         assert proc.returncode == 0, err
         assert "lockstep: 8 answered, 0 unanswered" in err
     finally:
@@ -200,6 +200,6 @@ def test_lockstep_waits_for_each_answer(small_scenes: Path, tmp_path: Path):
 
 def test_missing_topic_is_a_clear_error(small_scenes: Path):
     proc = start_cli("replay", str(small_scenes), "--topics", "/nope", "--delay", "0")
-    _, err = proc.communicate(timeout=60)
+    _, err = finish(proc, 60)
     assert proc.returncode == 1
     assert "no topic(s) ['/nope']" in err

@@ -80,3 +80,49 @@ def test_params_file_and_overrides(tmp_path):
         load_config(None, ["novalue"])
     with pytest.raises(ConfigError):
         load_config(None, ["not_a_param=1"])
+
+
+_STOP_LOOP = """
+import sys, threading, time
+from step_perception_tools.cli import _install_stop_handlers
+stop = threading.Event()
+_install_stop_handlers(stop)
+print("ready", flush=True)
+try:
+    while not stop.is_set():
+        stop.wait(0.0001)  # the main thread spends its time inside the Event's lock
+    print("stopped", flush=True)
+    if "--twice" in sys.argv:
+        time.sleep(30)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_stops_and_a_second_one_interrupts(signum: str) -> None:
+    """The stop handler takes no lock (set_wakeup_fd + watcher thread), so it cannot hang."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sig = getattr(signal, signum)
+    src = [
+        str(Path(cli.__file__).parents[1]),
+        str(Path(cli.__file__).parents[2] / "step_perception"),
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(src)}
+    for twice in (False, True):
+        argv = [sys.executable, "-c", _STOP_LOOP, *(["--twice"] if twice else [])]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(sig)  # the main thread is inside stop.wait() nearly all the time
+        if twice:
+            assert proc.stdout.readline().strip() == "stopped"
+            proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0, out
+        assert ("interrupted" in out) if twice else ("stopped" in out)
