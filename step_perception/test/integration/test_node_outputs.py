@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -180,7 +179,6 @@ def test_malformed_images_do_not_kill_the_node(tester: Any, launch: Any, model_s
 
 # Which transport carries best-effort 1080p between local processes depends on the Fast DDS
 # major version: env.sh sets ROS_DISTRO, and Kilted ships Fast DDS 3.
-_FAST_DDS_3 = os.environ.get("ROS_DISTRO") == "kilted"
 
 
 @pytest.mark.slow
