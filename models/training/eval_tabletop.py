@@ -27,7 +27,7 @@ from reference_model import MODEL_DIR
 from step_perception.core.profiles import get_profile
 from step_perception.core.prompts import user_text
 from step_perception.core.types import Task
-from step_perception_tools.scenes import render_scene
+from step_perception_tools.scenes import SceneStyle, render_scene
 from train_tabletop import match, summarise
 
 SENT_W, SENT_H = 728, 410
@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=4242)
     ap.add_argument("--count", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--style", choices=[s.value for s in SceneStyle], default="standard")
     ap.add_argument("--out", type=Path, help="write the numbers as JSON here")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -83,7 +84,7 @@ def main() -> None:
     ).eval()
     rows, lat, valid = [], [], 0
     for i in range(args.count):
-        sc = render_scene(args.seed, i)
+        sc = render_scene(args.seed, i, style=args.style)
         msgs = messages(data_url(sc.rgb))
         t = time.perf_counter()
         inputs = proc.apply_chat_template(
@@ -111,6 +112,7 @@ def main() -> None:
         latency_p95_s=lat[int(0.95 * (len(lat) - 1))],
         threads=args.threads,
         seed=args.seed,
+        style=args.style,
     )
     print(json.dumps(res, indent=2))
     if args.out:

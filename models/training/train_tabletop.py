@@ -1,14 +1,20 @@
 """Train the detector of the tabletop reference model on synthetic scenes (one CUDA GPU).
 
-Exact command used for the committed weights (see models/tabletop-ref/README.md):
+Exact commands used for the committed weights (see models/tabletop-ref/README.md):
 
-    python models/training/train_tabletop.py --config models/training/train_config.json \
-        --out $OUT --max-minutes 8 [--resume DIR_WITH_weights.pt_AND_opt.pt]
+    python3 models/training/train_tabletop.py --out OUT1 --init-from models/tabletop-ref \
+        --max-minutes 8.3 --workers 15
+    python3 models/training/train_tabletop.py --out OUT2 --resume OUT1 --new-cycle 0.001 \
+        --echo 3 --max-minutes 5.2 --workers 15
 
-Scenes come from ``step_perception_tools.scenes.render_scene(train_seed, i)`` rendered on the fly
-by DataLoader workers at 1280x720, then prepared the way the node sends them (INTER_AREA resize
-to the sent size, JPEG), augmented, and resized to the detector input.  The held-out evaluation
-uses ``eval_seed`` (never used for training) at the node's default sent size (728x410, JPEG q85).
+Scenes come from ``step_perception_tools.scenes.render_scene(train_seed, i, style=...)``
+rendered on the fly by DataLoader workers, a fraction ``randomised_fraction`` of them in the
+domain-randomised style and at random camera resolutions, the rest in the standard style at
+1280x720.  Each is prepared the way the node sends it (INTER_AREA resize to the sent size, JPEG),
+degraded like a real camera (lens / motion blur, sensor noise, low JPEG quality), augmented, and
+resized to the detector input.  The held-out evaluation uses ``eval_seed`` (never used for
+training) at the node's default sent size (728x410, JPEG q85), in the standard style and in the
+``flat`` style, which training never renders.
 
 Outputs in --out: weights.pt (detector + config + progress), opt.pt (optimizer), log.txt,
 eval.json.  Training stops at --max-minutes or at the configured step count, whichever is first;
@@ -33,7 +39,7 @@ import torch.nn.functional as F  # noqa: N812
 from reference_model import module
 from step_perception.core.types import Box2D, Detection
 from step_perception_tools.evaluate import greedy_match
-from step_perception_tools.scenes import render_scene
+from step_perception_tools.scenes import SceneStyle, render_scene
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 # Run under `. ./env.sh` (the workspace's packages); the model's own code comes from its folder.
@@ -46,7 +52,32 @@ STRIDE, TabletopDetector, decode_detections = (
 LABELS = module("tabletop_text").LABELS
 
 MAX_OBJ = 8
+# camera resolutions of the randomised scenes, with their odds
+RENDER_SIZES = ((640, 360), (960, 540), (1280, 720), (640, 480), (848, 480))
+RENDER_ODDS = (0.35, 0.25, 0.15, 0.12, 0.13)
 LABEL_INDEX = {lab: i for i, lab in enumerate(LABELS)}
+
+
+def degrade(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Add a real camera's faults to the source image: lens or motion blur, then sensor noise."""
+    img = rgb
+    r = rng.random()
+    if r < 0.3:  # lens blur / defocus
+        img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.4, 1.8)))
+    elif r < 0.4:  # motion blur along a random direction
+        k = int(rng.integers(3, 9))
+        ker = np.zeros((k, k), np.float32)
+        ang = rng.uniform(0, np.pi)
+        c = (k - 1) / 2
+        for t in np.linspace(-c, c, 2 * k):
+            ker[round(c + t * np.sin(ang)), round(c + t * np.cos(ang))] = 1
+        img = cv2.filter2D(img, -1, ker / ker.sum())
+    if rng.random() < 0.5:  # sensor noise, brighter pixels noisier (shot noise)
+        f = img.astype(np.float32)
+        sigma = rng.uniform(1.0, 9.0) * np.sqrt(0.3 + f / 255.0)
+        f += rng.standard_normal(f.shape).astype(np.float32) * sigma
+        img = np.clip(f, 0, 255).astype(np.uint8)
+    return img
 
 
 def prepare(
@@ -54,7 +85,8 @@ def prepare(
 ) -> np.ndarray:
     """Source RGB -> as the node sends it (area resize, JPEG) -> detector input (area resize)."""
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    sent = cv2.resize(bgr, (sent_w, sent_h), interpolation=cv2.INTER_AREA)
+    interp = cv2.INTER_AREA if sent_w <= bgr.shape[1] else cv2.INTER_LINEAR
+    sent = cv2.resize(bgr, (sent_w, sent_h), interpolation=interp)
     ok, enc = cv2.imencode(".jpg", sent, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     assert ok
     dec = cv2.cvtColor(cv2.imdecode(enc, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -67,8 +99,9 @@ class SceneStream(IterableDataset):  # type: ignore[type-arg]
     DataLoader workers take interleaved scene indices.
     """
 
-    def __init__(self, seed: int, start: int, in_w: int, in_h: int) -> None:
+    def __init__(self, seed: int, start: int, in_w: int, in_h: int, randomised: float) -> None:
         self.seed, self.start, self.in_w, self.in_h = seed, start, in_w, in_h
+        self.randomised = randomised
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
@@ -82,7 +115,12 @@ class SceneStream(IterableDataset):  # type: ignore[type-arg]
     def sample(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Scene ``i``: detector-size uint8 image, boxes (0..1, padded), label ids (-1 = none)."""
         rng = np.random.default_rng([self.seed, i, 99])
-        sc = render_scene(self.seed, i)
+        dr = rng.random() < self.randomised
+        if dr:
+            w, h = RENDER_SIZES[int(rng.choice(len(RENDER_SIZES), p=RENDER_ODDS))]
+            sc = render_scene(self.seed, i, w, h, SceneStyle.RANDOMISED)
+        else:
+            sc = render_scene(self.seed, i)
         h, w = sc.rgb.shape[:2]
         boxes = np.array([o.box for o in sc.objects], np.float32).reshape(-1, 4)
         boxes /= np.array([w, h, w, h], np.float32)
@@ -102,10 +140,12 @@ class SceneStream(IterableDataset):  # type: ignore[type-arg]
                 px = (int(x0 * w), int(y0 * h), int((x0 + cw) * w), int((y0 + ch) * h))
                 rgb = rgb[px[1] : px[3], px[0] : px[2]]
                 boxes = (clipped - [x0, y0, x0, y0]) / [cw, ch, cw, ch]
+        if dr:
+            rgb = degrade(np.ascontiguousarray(rgb), rng)
         r = rng.random()
         sent_w = 728 if r < 0.5 else int(rng.integers(448, 1281))
         sent_h = max(round(sent_w * rgb.shape[0] / rgb.shape[1]), 16)
-        quality = int(rng.integers(55, 96))
+        quality = int(rng.integers(30, 96)) if dr else int(rng.integers(55, 96))
         img = prepare(rgb, sent_w, sent_h, quality, self.in_w, self.in_h)
         if rng.random() < 0.5:
             img = img[:, ::-1]
@@ -115,6 +155,9 @@ class SceneStream(IterableDataset):  # type: ignore[type-arg]
         ):  # mild exposure / contrast change (hue untouched: labels are colours)
             a, b = rng.uniform(0.8, 1.2), rng.uniform(-15, 15)
             img = np.clip(img.astype(np.float32) * a + b, 0, 255).astype(np.uint8)
+        if dr and rng.random() < 0.3:  # gamma (tone curve) of another camera
+            lut = (255 * (np.arange(256) / 255.0) ** rng.uniform(0.7, 1.4)).astype(np.uint8)
+            img = lut[img]
         t_img = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
         t_box = torch.zeros(MAX_OBJ, 4)
         t_cls = torch.full((MAX_OBJ,), -1, dtype=torch.long)
@@ -243,13 +286,19 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate(model: TabletopDetector, cfg: dict, device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: TabletopDetector,
+    cfg: dict,
+    device: torch.device,
+    style: SceneStyle = SceneStyle.STANDARD,
+    count: int | None = None,
+) -> dict[str, float]:
     """Held-out scenes at the node's defaults (728 px wide, JPEG q85), exact-label IoU 0.5."""
     model.eval()
     in_w, in_h = cfg["model"]["input_width"], cfg["model"]["input_height"]
     rows = []
-    for i in range(cfg["eval_count"]):
-        sc = render_scene(cfg["eval_seed"], i)
+    for i in range(count or cfg["eval_count"]):
+        sc = render_scene(cfg["eval_seed"], i, style=style)
         img = prepare(sc.rgb, 728, 410, 85, in_w, in_h)
         x = normalise(
             torch.from_numpy(img.transpose(2, 0, 1).copy())[None].to(device),
@@ -291,6 +340,12 @@ def main() -> None:
         help="with --resume: start a new warm-up + cosine cycle (peak PEAK_LR, 'auto' length)",
     )
     ap.add_argument("--echo", type=int, help="override the config's data-echo factor")
+    ap.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="MODEL_DIR",
+        help="start from the detector weights of an exported model folder (model.safetensors)",
+    )
     args = ap.parse_args()
     t_start = time.monotonic()
     cfg = json.loads(args.config.read_text())
@@ -310,6 +365,12 @@ def main() -> None:
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     st: dict[str, Any] = {"step": 0, "scenes_used": 0, "total": None, "cycle_start": 0}
+    if args.init_from is not None:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(args.init_from / "model.safetensors"))
+        model.load_state_dict({k.removeprefix("detector."): v for k, v in tensors.items()})
+        log(f"initialised from {args.init_from}")
     if args.resume is not None:
         ck = torch.load(args.resume / "weights.pt", map_location=device, weights_only=False)
         model.load_state_dict(ck["model"])
@@ -319,13 +380,13 @@ def main() -> None:
             st.update(total=None, cycle_start=st["step"])
             cfg["lr"] = args.new_cycle
             cfg["warmup"] = min(cfg["warmup"], 50)
-    if args.echo:
-        cfg["echo"] = args.echo
         if (args.resume / "opt.pt").exists():
             opt.load_state_dict(
                 torch.load(args.resume / "opt.pt", map_location=device, weights_only=False)
             )
         log(f"resumed at {st}")
+    if args.echo:
+        cfg["echo"] = args.echo
     n_params = sum(p.numel() for p in model.parameters())
     log(f"device {device}, params {n_params}, workers {args.workers}, config {json.dumps(cfg)}")
 
@@ -340,6 +401,8 @@ def main() -> None:
 
     if args.eval_only:
         log(f"eval {json.dumps(evaluate(model, cfg, device))}")
+        flat = evaluate(model, cfg, device, SceneStyle.FLAT, cfg.get("eval_count_flat"))
+        log(f"eval flat {json.dumps(flat)}")
         return
 
     # "steps": an int fixes the cosine schedule; "auto" sizes it after a short warm-up to what fits
@@ -349,7 +412,11 @@ def main() -> None:
     echo = int(cfg.get("echo", 1))
     hh, ww = mc["input_height"] // STRIDE, mc["input_width"] // STRIDE
     stream = SceneStream(
-        cfg["train_seed"], st["scenes_used"], mc["input_width"], mc["input_height"]
+        cfg["train_seed"],
+        st["scenes_used"],
+        mc["input_width"],
+        mc["input_height"],
+        float(cfg.get("randomised_fraction", 0.0)),
     )
     loader = DataLoader(
         stream, batch_size=bs, num_workers=args.workers, pin_memory=True, prefetch_factor=4,
@@ -410,8 +477,10 @@ def main() -> None:
     save("end")
     res = evaluate(model, cfg, device)
     res.update(step=st["step"], scenes_used=st["scenes_used"], total_steps=st["total"])
-    (args.out / "eval.json").write_text(json.dumps(res, indent=2))
     log(f"eval {json.dumps(res)}")
+    flat = evaluate(model, cfg, device, SceneStyle.FLAT, cfg.get("eval_count_flat"))
+    log(f"eval flat {json.dumps(flat)}")
+    (args.out / "eval.json").write_text(json.dumps({**res, "flat": flat}, indent=2))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ file sets it for the nodes it starts. Set it for your camera driver as well
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -87,6 +90,40 @@ ARGUMENTS = (
 )
 
 
+#: Values ``use_sim_time`` accepts (as ROS parameters read YAML booleans).
+_BOOLEANS = {"true": True, "false": False}
+_LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+#: A camera is one namespace token: letters, digits and underscores, not starting with a digit.
+_CAMERA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class LaunchArgumentError(ValueError):
+    """A launch argument with a value the nodes could not start with; the message says which."""
+
+
+def _bool_argument(name: str, value: str) -> bool:
+    try:
+        return _BOOLEANS[value.lower()]
+    except KeyError:
+        raise LaunchArgumentError(f"{name}:={value!r}: expected true or false") from None
+
+
+def _cameras(value: str) -> list[str]:
+    cameras = [c.strip() for c in value.split(",") if c.strip()]
+    for camera in cameras:
+        if not _CAMERA_RE.match(camera):
+            raise LaunchArgumentError(
+                f"cameras:={value!r}: {camera!r} is not a valid namespace name "
+                "(letters, digits and _, not starting with a digit)"
+            )
+    duplicates = sorted({c for c in cameras if cameras.count(c) > 1})
+    if duplicates:
+        raise LaunchArgumentError(
+            f"cameras:={value!r}: {', '.join(duplicates)} given twice (two nodes of one name)"
+        )
+    return cameras or [""]
+
+
 def _join_ns(*parts: str) -> str:
     names = [p.strip("/") for p in parts if p.strip("/")]
     return "/" + "/".join(names) if names else ""
@@ -99,14 +136,21 @@ def _nodes(context: LaunchContext) -> list[Node]:
     params_file = arg("params_file") or PathJoinSubstitution(
         [FindPackageShare(PACKAGE), *PARAMS_FILE]
     ).perform(context)
+    if not Path(params_file).is_file():
+        raise LaunchArgumentError(f"params_file:={params_file!r}: no such file")
+    log_level = arg("log_level").lower() or "info"
+    if log_level not in _LOG_LEVELS:
+        raise LaunchArgumentError(
+            f"log_level:={log_level!r}: expected one of {', '.join(_LOG_LEVELS)}"
+        )
     overrides: dict[str, object] = {
         param: arg(name) for name, param in PARAMETER_ARGUMENTS.items() if arg(name)
     }
-    overrides["use_sim_time"] = arg("use_sim_time").lower() in ("true", "1", "yes")
+    overrides["use_sim_time"] = _bool_argument("use_sim_time", arg("use_sim_time"))
     remappings = [
         (topic, arg(name) or default) for name, (topic, default) in TOPIC_ARGUMENTS.items()
     ]
-    cameras = [c.strip() for c in arg("cameras").split(",") if c.strip()] or [""]
+    cameras = _cameras(arg("cameras"))
     return [
         Node(
             package=PACKAGE,
@@ -115,7 +159,7 @@ def _nodes(context: LaunchContext) -> list[Node]:
             namespace=_join_ns(arg("namespace"), camera),
             parameters=[params_file, overrides],
             remappings=remappings,
-            arguments=["--ros-args", "--log-level", arg("log_level") or "info"],
+            arguments=["--ros-args", "--log-level", log_level],
             output="screen",
             emulate_tty=True,
         )

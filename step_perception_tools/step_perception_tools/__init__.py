@@ -6,7 +6,8 @@ ros); nothing there imports this package. Modules, lowest first:
 * ``scenes``: the synthetic tabletop renderer (numpy/OpenCV, ground truth);
 * ``bags``: rosbag2 reading and writing with ``rosbags`` (no rclpy);
 * ``progress``: the progress bar; ``topics``, ``ros_context``: rclpy leaves;
-* ``make_scenes``, ``evaluate``, ``offline``: bag-only subcommands;
+* ``make_scenes``, ``evaluate``, ``offline``: bag-only subcommands; ``plan_gpu``: GPU
+  memory arithmetic (pure, no ROS, no bags);
 * ``replay``, ``record``: the subcommands on the ROS graph;
 * ``demo``: ``make demo``; ``cli``: the ``step-perception`` entry point.
 
@@ -21,6 +22,7 @@ __all__ = [
     "evaluate",
     "make_scenes",
     "offline",
+    "plan_gpu",
     "progress",
     "record",
     "replay",

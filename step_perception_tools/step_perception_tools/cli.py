@@ -8,6 +8,7 @@ only read and write bag files.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -32,6 +33,7 @@ examples:
   step-perception eval run1 --truth scenes --out eval1
   step-perception run-offline scenes -p endpoint=http://localhost:8000/v1 --eval eval2
   step-perception demo --scenes 24
+  step-perception plan-gpu --model step3p7-flash --dtype fp8 --concurrency 8
 """
 
 _TRUTH_HELP = """\
@@ -42,6 +44,17 @@ frame_id), image_width/height = the image size, and per object: id (index), labe
 score 1.0, has_position true and position = the object's surface point at the box
 centre [m] in the camera optical frame (x right, y down, z forward).
 """
+
+
+def _read_round_trips(path: Path | None) -> tuple[float, ...]:
+    """Read the JSON list of seconds that ``replay --lockstep-latency-out`` wrote (none: empty)."""
+    if path is None:
+        return ()
+    try:
+        values = json.loads(path.read_text())
+        return tuple(float(v) for v in values)
+    except (OSError, ValueError, TypeError) as err:
+        raise StepPerceptionError(f"--round-trips {path}: not a JSON list of seconds") from err
 
 
 # --------------------------------------------------------------------------- parser
@@ -99,6 +112,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="(default mcap)")
     s.add_argument("--encoding", choices=["rgb8", "bgr8"], default="rgb8", help="(default rgb8)")
     s.add_argument("--jpeg-quality", type=int, default=90, help="(default 90)")
+    s.add_argument(
+        "--style",
+        choices=["standard", "randomised", "flat"],
+        default="standard",
+        help="look of the scenes: standard (default), randomised (the reference model's "
+        "domain-randomised training look) or flat (flat colours, toon shading, outlines: a "
+        "look the reference model never saw in training)",
+    )
     s.add_argument(
         "--jobs",
         type=int,
@@ -180,7 +201,15 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=30.0,
         metavar="S",
-        help="give up waiting for one answer after S seconds (default 30)",
+        help="fail the replay (exit 1) when one answer takes longer than S seconds (default 30)",
+    )
+    r.add_argument(
+        "--lockstep-latency-out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --lockstep: write each answered frame's round trip (wall seconds from "
+        "publishing the frame to its answer's arrival) to FILE as a JSON list",
     )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -238,6 +267,19 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--truth-topic", default="/camera/ground_truth", help="(default %(default)s)")
     e.add_argument("--image-topic", default="/camera/image_raw", help="(default %(default)s)")
     e.add_argument("--samples", type=int, default=6, help="frames drawn in samples.png")
+    e.add_argument(
+        "--no-stamp-latency",
+        action="store_true",
+        help="leave out the stamp -> receipt latency (void after a lockstep replay, which "
+        "pauses bag time)",
+    )
+    e.add_argument(
+        "--round-trips",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="per-frame round trips written by `replay --lockstep-latency-out` (table and plot)",
+    )
 
     o = sub.add_parser(
         "run-offline",
@@ -262,6 +304,19 @@ def _parser() -> argparse.ArgumentParser:
     from step_perception_tools.demo import add_arguments as add_demo_arguments
 
     add_demo_arguments(d)
+
+    g = sub.add_parser(
+        "plan-gpu",
+        help="GPU memory of a model server: weights, KV cache, headroom, GPUs needed",
+        description="How much GPU memory a server for a VLM needs (weights in a storage format "
+        "with its scale/zero-point overheads, KV cache of the concurrent requests incl. image "
+        "tokens, runtime headroom) and how many GPUs of each type it takes. Presets cite their "
+        "published configs (step_perception_tools.plan_gpu).",
+        formatter_class=fmt,
+    )
+    from step_perception_tools.plan_gpu import add_arguments as add_plan_gpu_arguments
+
+    add_plan_gpu_arguments(g)
     return p
 
 
@@ -295,6 +350,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             jpeg_quality=args.jpeg_quality,
             jobs=jobs,
             console=console,
+            style=args.style,
         )
         console.print(escape(f"wrote {n} scenes to {args.out}"))
         return 0
@@ -311,12 +367,18 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             topics=CameraTopics(image=args.image_topic, truth=args.truth_topic),
             samples=args.samples,
             console=Console(),
+            stamp_latency=not args.no_stamp_latency,
+            round_trips_s=_read_round_trips(args.round_trips),
         )
         return 0
     if args.command == "run-offline":
         from step_perception_tools.offline import run_from_args
 
         return run_from_args(args, console)
+    if args.command == "plan-gpu":
+        from step_perception_tools.plan_gpu import run as plan_gpu
+
+        return plan_gpu(args)
 
     stop = threading.Event()
     _install_stop_handlers(stop)
@@ -340,7 +402,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         stats = replay(opts, stop=stop, console=None if args.quiet else console)
         console.print(f"published {stats.messages} messages ({stats.passes} pass(es))")
         if args.lockstep:
-            console.print(f"lockstep: {stats.answered} answered, {stats.unanswered} timed out")
+            console.print(f"lockstep: {stats.answered} answered, {stats.unanswered} unanswered")
+            if args.lockstep_latency_out is not None:
+                args.lockstep_latency_out.write_text(json.dumps(list(stats.round_trips_s)) + "\n")
         return 0
     if args.command == "record":
         from step_perception_tools.record import RecordOptions, record

@@ -20,7 +20,12 @@ every truth object, unanswered frames included.
 Latency is ``log time - header stamp`` of every output message. In a bag from
 ``step-perception record`` the log time is the receive time on the recorder's
 clock; replaying with ``--clock`` and recording with ``--use-sim-time`` puts both
-on the bag's clock (latencies then scale with the replay ``--rate``).
+on the bag's clock (latencies then scale with the replay ``--rate``). A lockstep
+replay pauses bag time while it waits for each answer, so that latency means
+nothing there: leave it out (``stamp_latency=False``) and give the per-frame round
+trips the replay measured instead (``round_trips_s``: wall seconds from publishing
+a frame to its answer's arrival). The table and ``latency.png`` show only the
+latencies that were given and measured.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -43,14 +48,18 @@ from step_perception_tools.bags import (
     CameraTopics,
     SceneFrame,
     StampedDetections,
+    open_reader,
     read_detections,
     read_scene_frames,
+    typestore,
 )
 
 if TYPE_CHECKING:
     from cv2.typing import MatLike
 
 __all__ = [
+    "NODE_LATENCY_LABEL",
+    "ROUND_TRIP_LABEL",
     "EvalReport",
     "Evaluation",
     "FrameMatch",
@@ -58,6 +67,7 @@ __all__ = [
     "evaluate",
     "evaluate_bags",
     "greedy_match",
+    "node_diagnostics",
     "print_report",
     "write_latency_histogram",
     "write_samples",
@@ -66,6 +76,10 @@ __all__ = [
 _NS = 1e9
 #: Latencies outside this range mean the two stamps come from different clocks.
 _PLAUSIBLE_LATENCY_S = (0.0, 3600.0)
+#: What a lockstep replay's round trip measures (table rows and plot).
+ROUND_TRIP_LABEL = "frame published -> answer received"
+NODE_LATENCY_LABEL = "frame in -> result out"
+_STAMP_LABEL = "source stamp -> receipt"
 _GT_BGR = (60, 200, 60)  # green
 _PRED_BGR = (220, 60, 220)  # magenta
 
@@ -116,11 +130,18 @@ class EvalReport:
     position_pairs: int  # any-label matches where both sides have a 3D position
     position_error_median_m: float | None
     position_error_p90_m: float | None
-    latency_count: int
+    latency_count: int  # stamp -> receipt; 0 (and None below) when left out
     latency_median_s: float | None
     latency_p95_s: float | None
     latency_max_s: float | None
     notes: tuple[str, ...] = ()
+    round_trip_count: int = 0  # lockstep: frame published -> answer received, wall clock
+    round_trip_median_s: float | None = None
+    round_trip_p95_s: float | None = None
+    round_trip_max_s: float | None = None
+    # the node's own frame in -> result out, from its last /diagnostics status in the run bag
+    node_latency_p50_s: float | None = None
+    node_latency_p95_s: float | None = None
 
     def to_json(self) -> str:
         """Serialise the report as pretty JSON (``null`` for undefined numbers)."""
@@ -133,7 +154,8 @@ class Evaluation:
 
     report: EvalReport
     frames: tuple[FrameMatch, ...]  # answered frames, in stamp order
-    latencies_s: tuple[float, ...]
+    latencies_s: tuple[float, ...]  # stamp -> receipt per output message (empty: left out)
+    round_trips_s: tuple[float, ...] = ()  # lockstep: published -> answered per frame
 
 
 def _norm_label(label: str) -> str:
@@ -182,8 +204,17 @@ def evaluate(
     truth: Sequence[StampedDetections],
     outputs: Sequence[StampedDetections],
     iou_threshold: float = 0.5,
+    *,
+    stamp_latency: bool = True,
+    round_trips_s: Sequence[float] = (),
+    node_latency_s: tuple[float, float] | None = None,
 ) -> Evaluation:
-    """Score ``outputs`` against ``truth`` (both keyed by header stamp)."""
+    """Score ``outputs`` against ``truth`` (both keyed by header stamp).
+
+    ``stamp_latency=False`` leaves out the stamp -> receipt latency (void in lockstep);
+    ``round_trips_s`` are per-frame round trips measured by a lockstep replay;
+    ``node_latency_s`` is the node's own (p50, p95) from its ``/diagnostics``.
+    """
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"IoU threshold must be in (0, 1], got {iou_threshold}")
     truth_by_stamp: dict[int, StampedDetections] = {}
@@ -226,7 +257,8 @@ def evaluate(
         tpos, ppos = f.truth[p.truth].position, f.preds[p.pred].position
         if tpos is not None and ppos is not None:
             pos_err.append(tpos.distance(ppos))
-    latencies = tuple((o.log_ns - o.stamp_ns) / _NS for o in outputs)
+    latencies = tuple((o.log_ns - o.stamp_ns) / _NS for o in outputs) if stamp_latency else ()
+    trips = tuple(float(x) for x in round_trips_s)
 
     precision, recall = _ratio(tp, n_pred), _ratio(tp, n_truth)
     f1 = None
@@ -269,8 +301,16 @@ def evaluate(
         latency_p95_s=_percentile(latencies, 95),
         latency_max_s=max(latencies) if latencies else None,
         notes=tuple(notes),
+        round_trip_count=len(trips),
+        round_trip_median_s=_percentile(trips, 50),
+        round_trip_p95_s=_percentile(trips, 95),
+        round_trip_max_s=max(trips) if trips else None,
+        node_latency_p50_s=node_latency_s[0] if node_latency_s else None,
+        node_latency_p95_s=node_latency_s[1] if node_latency_s else None,
     )
-    return Evaluation(report=report, frames=tuple(frames), latencies_s=latencies)
+    return Evaluation(
+        report=report, frames=tuple(frames), latencies_s=latencies, round_trips_s=trips
+    )
 
 
 # --------------------------------------------------------------------------- output
@@ -309,10 +349,27 @@ def print_report(report: EvalReport, console: Console) -> None:
         ("label accuracy", num(r.label_accuracy), box_matches),
         ("3D error median", cm(r.position_error_median_m), f"{r.position_pairs} pairs"),
         ("3D error p90", cm(r.position_error_p90_m), f"{r.position_pairs} pairs"),
-        ("latency median", ms(r.latency_median_s), f"{r.latency_count} messages"),
-        ("latency p95", ms(r.latency_p95_s), f"{r.latency_count} messages"),
-        ("latency max", ms(r.latency_max_s), f"{r.latency_count} messages"),
     ]
+    if r.latency_count:
+        over = f"{r.latency_count} messages, {_STAMP_LABEL}"
+        rows += [
+            ("latency median", ms(r.latency_median_s), over),
+            ("latency p95", ms(r.latency_p95_s), over),
+            ("latency max", ms(r.latency_max_s), over),
+        ]
+    if r.node_latency_p50_s is not None:
+        over = f"{NODE_LATENCY_LABEL} (its /diagnostics)"
+        rows += [
+            ("node latency p50", ms(r.node_latency_p50_s), over),
+            ("node latency p95", ms(r.node_latency_p95_s), over),
+        ]
+    if r.round_trip_count:
+        over = f"{r.round_trip_count} frames, {ROUND_TRIP_LABEL}"
+        rows += [
+            ("round trip median", ms(r.round_trip_median_s), over),
+            ("round trip p95", ms(r.round_trip_p95_s), over),
+            ("round trip max", ms(r.round_trip_max_s), over),
+        ]
     for row in rows:
         table.add_row(*row)
     console.print(table)
@@ -320,29 +377,54 @@ def print_report(report: EvalReport, console: Console) -> None:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
 
 
-def write_latency_histogram(latencies_s: Sequence[float], path: Path) -> None:
-    """Write a PNG histogram of latencies [ms] (matplotlib, headless)."""
+def write_latency_histogram(
+    latencies_s: Sequence[float],
+    path: Path,
+    round_trips_s: Sequence[float] = (),
+    node_latency_s: tuple[float, float] | None = None,
+) -> None:
+    """Write PNG histograms [ms] of the latencies that were measured (matplotlib, headless).
+
+    One panel per series given: stamp -> receipt per output message, and the lockstep
+    round trip per frame; the node's own p50 / p95 (``node_latency_s``) are drawn on each as
+    green lines. With no series, the picture says that nothing was measured.
+    """
     import matplotlib as mpl  # heavy: only for this plot
 
     mpl.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    series = [
+        (f"latency: {_STAMP_LABEL} [ms]", "output messages", latencies_s),
+        (f"round trip: {ROUND_TRIP_LABEL} [ms]", "frames", round_trips_s),
+    ]
+    series = [s for s in series if len(s[2])]
+    fig, axes = plt.subplots(max(len(series), 1), 1, figsize=(7, 4 * max(len(series), 1)), dpi=100)
     try:
-        values = np.asarray(latencies_s, dtype=np.float64) * 1000.0
-        if values.size:
+        axes_list = list(np.atleast_1d(axes))
+        if not series:
+            axes_list[0].text(0.5, 0.5, "no latency measured", ha="center", va="center")
+            axes_list[0].set_axis_off()
+        for ax, (xlabel, unit, data) in zip(axes_list, series, strict=False):
+            values = np.asarray(data, dtype=np.float64) * 1000.0
             ax.hist(values, bins=min(50, max(5, values.size // 3)), color="#4c72b0")
             for q, style in ((50, "-"), (95, "--")):
                 v = float(np.percentile(values, q))
                 ax.axvline(v, color="#c44e52", linestyle=style, label=f"p{q} {v:.1f} ms")
+            if node_latency_s is not None:
+                for q, v, style in ((50, node_latency_s[0], "-"), (95, node_latency_s[1], "--")):
+                    ax.axvline(
+                        v * 1000.0,
+                        color="#55a868",
+                        linestyle=style,
+                        label=f"node {NODE_LATENCY_LABEL} p{q} {v * 1000.0:.1f} ms",
+                    )
             ax.legend()
-        else:
-            ax.text(0.5, 0.5, "no output messages", ha="center", va="center")
-        ax.set_xlabel("latency: receipt - source stamp [ms]")
-        ax.set_ylabel("messages")
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(f"latency over {values.size} output messages")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(unit)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_title(f"{xlabel.split(' [')[0]}, over {values.size} {unit}")
         fig.tight_layout()
         fig.savefig(path)
     finally:
@@ -430,6 +512,8 @@ def evaluate_bags(
     topics: CameraTopics | None = None,
     samples: int = 6,
     console: Console | None = None,
+    stamp_latency: bool = True,
+    round_trips_s: Sequence[float] = (),
 ) -> EvalReport:
     """Evaluate a recorded run against a scenes bag; write report.json and PNGs to ``out_dir``."""
     console = console or Console()
@@ -437,13 +521,21 @@ def evaluate_bags(
     with console.status("reading bags"):
         truth = read_detections(truth_bag, topics.truth)
         outputs = read_detections(run_bag, detections_topic)
-    result = evaluate(truth, outputs, iou_threshold)
+        node = _node_latency(node_diagnostics(run_bag))
+    result = evaluate(
+        truth,
+        outputs,
+        iou_threshold,
+        stamp_latency=stamp_latency,
+        round_trips_s=round_trips_s,
+        node_latency_s=node,
+    )
     print_report(result.report, console)
     if out_dir is None:
         return result.report
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(result.report.to_json(), "utf-8")
-    write_latency_histogram(result.latencies_s, out_dir / "latency.png")
+    write_latency_histogram(result.latencies_s, out_dir / "latency.png", result.round_trips_s, node)
     if samples > 0:
         picked = _pick(result.frames, samples)
         by_stamp = {m.stamp_ns: m for m in picked}
@@ -452,6 +544,31 @@ def evaluate_bags(
         write_samples([(f, by_stamp[f.stamp_ns]) for f in images], out_dir / "samples.png")
     console.print(f"wrote {out_dir / 'report.json'}, latency.png, samples.png")
     return result.report
+
+
+def node_diagnostics(run_bag: Path) -> dict[str, str]:
+    """Return the key/values of the node's last ``/diagnostics`` status in a recorded run."""
+    store = typestore()
+    last: dict[str, str] = {}
+    with open_reader(run_bag) as reader:
+        conns = [c for c in reader.connections if c.topic == "/diagnostics"]
+        if not conns:  # an empty list would make rosbags read every topic
+            return last
+        for conn, _, raw in reader.messages(connections=conns):
+            msg: Any = store.deserialize_cdr(raw, conn.msgtype)
+            for status in msg.status:
+                if "step_perception" in status.name:
+                    last = {kv.key: kv.value for kv in status.values}
+    return last
+
+
+def _node_latency(stats: dict[str, str]) -> tuple[float, float] | None:
+    """Return the node's (p50, p95) frame in -> result out from its diagnostics, or None."""
+    try:
+        p50, p95 = float(stats["latency_p50_s"]), float(stats["latency_p95_s"])
+    except (KeyError, ValueError):
+        return None
+    return None if math.isnan(p50) or math.isnan(p95) else (p50, p95)
 
 
 def _pick(frames: Sequence[FrameMatch], k: int) -> list[FrameMatch]:

@@ -21,9 +21,9 @@ __all__ = ["SCENES_START_NS", "make_scenes"]
 SCENES_START_NS = 1_767_225_600 * 1_000_000_000
 
 
-def _render(args: tuple[int, int, int, int]) -> Scene:
-    seed, index, width, height = args
-    return render_scene(seed, index, width, height)
+def _render(args: tuple[int, int, int, int, str]) -> Scene:
+    seed, index, width, height, style = args
+    return render_scene(seed, index, width, height, style)
 
 
 def make_scenes(
@@ -39,6 +39,7 @@ def make_scenes(
     jpeg_quality: int = 90,
     jobs: int = 1,
     console: Console | None = None,
+    style: str = "standard",
 ) -> int:
     """Render ``count`` scenes of stream ``seed`` into a new scenes bag; returns frames written."""
     if count < 1 or fps <= 0:
@@ -46,7 +47,7 @@ def make_scenes(
     period_ns = 1e9 / fps
 
     def scenes() -> Iterator[Scene]:
-        tasks = ((seed, i, width, height) for i in range(count))
+        tasks = ((seed, i, width, height, style) for i in range(count))
         if jobs <= 1:
             for t in tasks:
                 yield _render(t)

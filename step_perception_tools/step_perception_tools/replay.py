@@ -75,7 +75,9 @@ class ReplayStats:
     messages: int
     passes: int  # completed or started passes over the bag
     answered: int = 0  # lockstep: frames whose answer arrived
-    unanswered: int = 0  # lockstep: frames given up on after the timeout
+    unanswered: int = 0  # lockstep: frames given up on because of a stop (a timeout raises)
+    # lockstep: per answered frame, wall seconds from publishing the frame to its answer's arrival
+    round_trips_s: tuple[float, ...] = ()
 
 
 class _Lockstep:
@@ -87,6 +89,8 @@ class _Lockstep:
         self._timeout = opts.lockstep_timeout_s
         self._stop = stop
         self._stamps: set[int] = set()
+        self._published: dict[int, float] = {}  # header stamp -> monotonic time of the publish
+        self.round_trips_s: list[float] = []
         self.answered = self.unanswered = 0
         self._executor = SingleThreadedExecutor(context=node.context)
         self._executor.add_node(node)
@@ -107,15 +111,31 @@ class _Lockstep:
         )
 
     def _on_answer(self, raw: bytes) -> None:
-        self._stamps.add(header_stamp_ns(raw))
+        stamp = header_stamp_ns(raw)
+        if stamp not in self._stamps and stamp in self._published:
+            self.round_trips_s.append(time.monotonic() - self._published[stamp])
+        self._stamps.add(stamp)
+
+    def published(self, stamp_ns: int) -> None:
+        """Note that the frame ``stamp_ns`` was just published (its round trip starts now)."""
+        self._published.setdefault(stamp_ns, time.monotonic())
 
     def wait(self, stamp_ns: int) -> None:
-        """Spin until the answer for ``stamp_ns`` arrived, the timeout passed or a stop."""
+        """Spin until the answer for ``stamp_ns`` arrived or a stop; ``BagError`` on a timeout.
+
+        A frame the node never answered fails the replay rather than being counted: lockstep
+        exists so that every frame is scored.
+        """
         end = time.monotonic() + self._timeout
         while stamp_ns not in self._stamps:
-            if time.monotonic() >= end or self._stop.is_set():
+            if self._stop.is_set():
                 self.unanswered += 1
                 return
+            if time.monotonic() >= end:
+                raise BagError(
+                    f"lockstep: no answer on {self._topic} to frame {self.answered + 1} "
+                    f"(stamp {stamp_ns} ns) within {self._timeout:g} s"
+                )
             self._executor.spin_once(timeout_sec=0.02)
         self.answered += 1
 
@@ -227,6 +247,7 @@ def replay(
                     passes=passes,
                     answered=lockstep.answered if lockstep is not None else 0,
                     unanswered=lockstep.unanswered if lockstep is not None else 0,
+                    round_trips_s=tuple(lockstep.round_trips_s) if lockstep is not None else (),
                 )
         finally:
             node.destroy_node()
@@ -312,4 +333,5 @@ class _Player:
         self.sent += 1
         if self._lockstep is not None and conn.topic == self._opts.lockstep_input:
             self._pending = (header_stamp_ns(raw), log_ns)
+            self._lockstep.published(self._pending[0])
         return True

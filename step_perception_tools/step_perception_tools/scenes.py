@@ -18,6 +18,18 @@ Ground truth per object:
 
 ``render_scene(seed, index)`` depends on nothing but its arguments; a 1280x720
 scene renders in a few tens of milliseconds on one core.
+
+Three looks (``SceneStyle``), with the same 35 labels and the same ground-truth rules:
+
+* ``standard``: the look above (the demo's and the tests' scenes);
+* ``randomised``: domain randomisation for training the reference model: camera
+  0.3-1.0 m high at 20-60 deg pitch, wider focal lengths and object sizes, light
+  direction, colour temperature and brightness gradients, random textures on table,
+  floor and wall, a table edge with the floor beyond it, wall posters, table decals
+  and clutter that is not in the vocabulary (dark and brown solids, flat slabs), which
+  also occludes objects;
+* ``flat``: a held-out look that training never sees: flat colours with no texture or
+  sensor noise, toon shading in three bands with dark outlines, hard shadows.
 """
 
 from __future__ import annotations
@@ -25,7 +37,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import Enum
 from functools import lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -38,6 +52,7 @@ __all__ = [
     "SHAPES",
     "Scene",
     "SceneObject",
+    "SceneStyle",
     "iter_scenes",
     "render_scene",
 ]
@@ -63,6 +78,50 @@ _MIN_Z, _MAX_Z = 0.5, 2.0  # [m] object distance range (optical z of the base ce
 _MAX_RANGE_MM = 6000  # sensor range: farther surfaces read 0
 _MIN_VISIBLE = 0.45  # visible fraction of each object's silhouette
 _LAYOUT_TRIES = 40
+
+
+class SceneStyle(str, Enum):
+    """The look of a scene stream (see the module docstring)."""
+
+    STANDARD = "standard"
+    RANDOMISED = "randomised"
+    FLAT = "flat"
+
+
+@dataclass(frozen=True)
+class _Look:
+    """Ranges of the scene layout that differ by style."""
+
+    focal: tuple[float, float]  # fx / width
+    pitch_deg: tuple[float, float]
+    cam_height: tuple[float, float]  # [m]
+    size: tuple[float, float]  # object radius / half-width [m]
+
+
+_LOOKS: dict[SceneStyle, _Look] = {
+    SceneStyle.STANDARD: _Look((0.68, 0.78), (32.0, 58.0), (0.45, 0.95), (0.028, 0.06)),
+    SceneStyle.RANDOMISED: _Look((0.55, 0.95), (20.0, 60.0), (0.3, 1.0), (0.022, 0.075)),
+    SceneStyle.FLAT: _Look((0.6, 0.9), (22.0, 58.0), (0.35, 0.95), (0.025, 0.065)),
+}
+
+# Clutter colours: not among the 7 object colours (dark, grey-brown, desaturated).
+_CLUTTER_ALBEDO: tuple[tuple[float, float, float], ...] = (
+    (0.05, 0.05, 0.05),
+    (0.16, 0.16, 0.17),
+    (0.26, 0.16, 0.09),
+    (0.2, 0.13, 0.1),
+    (0.12, 0.14, 0.2),
+)
+
+
+@dataclass(frozen=True)
+class _Shading:
+    """How a solid is lit: ``ambient + diffuse * n.l`` (quantised to ``bands`` if > 0)."""
+
+    ambient: float = 0.35
+    diffuse: float = 0.75
+    spec_power: float = 40.0
+    bands: int = 0
 
 
 @dataclass(frozen=True)
@@ -288,13 +347,13 @@ def _intersect(solid: _Solid, o: F32, d: F32) -> tuple[F32, F32, F32]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _camera(rng: np.random.Generator, width: int, height: int) -> _Camera:
-    f = float(rng.uniform(0.68, 0.78)) * width
+def _camera(rng: np.random.Generator, width: int, height: int, look: _Look) -> _Camera:
+    f = float(rng.uniform(*look.focal)) * width
     cx = width / 2.0 + float(rng.uniform(-0.01, 0.01)) * width
     cy = height / 2.0 + float(rng.uniform(-0.01, 0.01)) * height
-    pitch = math.radians(float(rng.uniform(32.0, 58.0)))
+    pitch = math.radians(float(rng.uniform(*look.pitch_deg)))
     roll = math.radians(float(rng.uniform(-4.0, 4.0)))
-    cam_h = float(rng.uniform(0.45, 0.95))
+    cam_h = float(rng.uniform(*look.cam_height))
     z = np.array([0.0, math.cos(pitch), -math.sin(pitch)])
     x = np.array([1.0, 0.0, 0.0])
     y = np.cross(z, x)
@@ -311,13 +370,13 @@ def _pixel_rays(cam: _Camera, u: F32, v: F32) -> F32:
     return (dc @ cam.rot.T).astype(np.float32)
 
 
-def _sample_solids(rng: np.random.Generator, cam: _Camera) -> list[_Solid]:
+def _sample_solids(rng: np.random.Generator, cam: _Camera, look: _Look) -> list[_Solid]:
     n = int(rng.choice([1, 2, 3, 4, 5, 6], p=[0.08, 0.14, 0.2, 0.22, 0.2, 0.16]))
     labels = rng.choice(len(LABELS), size=n, replace=False)
     solids: list[_Solid] = []
     for li in labels:
         colour, shape = LABELS[int(li)].split(" ")
-        size = float(rng.uniform(0.028, 0.06))
+        size = float(rng.uniform(*look.size))
         height = {
             "cube": 2 * size,
             "ball": 2 * size,
@@ -504,7 +563,9 @@ def _render_background(rng: np.random.Generator, cam: _Camera, light: F32) -> tu
     return img, depth
 
 
-def _shadow(img: F32, cam: _Camera, solid: _Solid, light: F32, strength: float) -> None:
+def _shadow(
+    img: F32, cam: _Camera, solid: _Solid, light: F32, strength: float, blur: float = 5.0
+) -> None:
     """Darken the table where the solid casts a soft shadow (in place)."""
     horiz = light[:2] / max(float(np.linalg.norm(light[:2])), 1e-6)
     tilt = min(math.sqrt(max(1 - float(light[2]) ** 2, 0)) / max(float(light[2]), 0.2), 2.5)
@@ -536,12 +597,16 @@ def _shadow(img: F32, cam: _Camera, solid: _Solid, light: F32, strength: float) 
     mask = np.zeros((y1 - y0, x1 - x0), np.float32)
     poly = np.round(pix[:, :2] - [x0, y0]).astype(np.int32)
     cv2.fillPoly(mask, [poly], 1.0)
-    mask = np.asarray(cv2.GaussianBlur(mask, (0, 0), 5), np.float32)
+    mask = np.asarray(cv2.GaussianBlur(mask, (0, 0), blur), np.float32)
     img[y0:y1, x0:x1] *= (1.0 - strength * mask)[..., None]
 
 
 def _render_solid(
-    cam: _Camera, solid: _Solid, light: F32, region: tuple[int, int, int, int]
+    cam: _Camera,
+    solid: _Solid,
+    light: F32,
+    region: tuple[int, int, int, int],
+    shading: _Shading = _Shading(),
 ) -> tuple[F32, F32]:
     """Depth (inf = miss) and colour of the solid over the pixel region (x0, y0, x1, y1)."""
     x0, y0, x1, y1 = region
@@ -575,11 +640,15 @@ def _render_solid(
     view = -dh / np.linalg.norm(dh, axis=1, keepdims=True)
     half = light[None, :] + view
     half /= np.maximum(np.linalg.norm(half, axis=1, keepdims=True), 1e-6)
-    spec = np.clip(np.einsum("ij,ij->i", n_w, half), 0, 1) ** 40 * solid.shininess
+    spec = np.clip(np.einsum("ij,ij->i", n_w, half), 0, 1) ** shading.spec_power * solid.shininess
+    if shading.bands > 0:  # toon shading: a few flat bands, no highlight
+        ndl = np.ceil(ndl * shading.bands) / shading.bands
+        spec = np.zeros_like(spec)
     alb = np.asarray(solid.albedo, np.float32)
     h, w = y1 - y0, x1 - x0
     col = np.zeros((h * w, 3), np.float32)
-    col[hit] = alb[None, :] * (shade * (0.35 + 0.75 * ndl))[:, None] + spec[:, None]
+    lum = shade * (shading.ambient + shading.diffuse * ndl)
+    col[hit] = alb[None, :] * lum[:, None] + spec[:, None]
     return s.reshape(h, w), col.reshape(h, w, 3)
 
 
@@ -625,13 +694,26 @@ def _visible_truth(
     return out
 
 
-def render_scene(seed: int, index: int, width: int = 1280, height: int = 720) -> Scene:
-    """Render scene ``index`` of the stream ``seed``; identical arguments give identical scenes."""
+def render_scene(
+    seed: int,
+    index: int,
+    width: int = 1280,
+    height: int = 720,
+    style: SceneStyle | str = SceneStyle.STANDARD,
+) -> Scene:
+    """Render scene ``index`` of the stream ``seed`` in ``style``.
+
+    Identical arguments give identical scenes; each style is its own stream.
+    """
     if width < 64 or height < 64:
         raise ValueError(f"scene size {width}x{height} is too small (min 64x64)")
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(index) & 0xFFFFFFFF, 7])
-    cam = _camera(rng, width, height)
-    el = math.radians(float(rng.uniform(35, 80)))
+    style = SceneStyle(style)
+    tag = {SceneStyle.STANDARD: 7, SceneStyle.RANDOMISED: 8, SceneStyle.FLAT: 9}[style]
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(index) & 0xFFFFFFFF, tag])
+    look = _LOOKS[style]
+    cam = _camera(rng, width, height, look)
+    el_range = (35.0, 80.0) if style is SceneStyle.STANDARD else (15.0, 85.0)
+    el = math.radians(float(rng.uniform(*el_range)))
     az = float(rng.uniform(-math.pi, math.pi))
     light = np.array(
         [math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)], np.float32
@@ -643,11 +725,40 @@ def render_scene(seed: int, index: int, width: int = 1280, height: int = 720) ->
     noise_off = rng.integers(0, 64, 2)
     depth_noise = float(rng.uniform(0.0, 1.5))  # [mm]
 
-    bg, bg_depth = _render_background(rng, cam, light)
+    shading = _Shading()
+    shadow_blur = 5.0
+    clutter: list[_Solid] = []
     solids: list[_Solid] = []
+    if style is SceneStyle.STANDARD:
+        bg, bg_depth = _render_background(rng, cam, light)
+    else:
+        # the room's table is sized around the layout, so the layout comes first
+        for _ in range(_LAYOUT_TRIES):
+            solids = _sample_solids(rng, cam, look)
+            if solids:
+                break
+            # a low camera pitched steeply sees no table 0.5-2 m away: take another view
+            cam = _camera(rng, width, height, look)
+        if style is SceneStyle.RANDOMISED:
+            clutter = _sample_clutter(rng, cam, solids)
+            shading = _Shading(
+                float(rng.uniform(0.15, 0.5)),
+                float(rng.uniform(0.55, 1.0)),
+                float(rng.uniform(10.0, 80.0)),
+            )
+            exposure = float(rng.uniform(0.5, 1.4))
+            tint = tint * _colour_temperature(float(rng.uniform(-0.7, 0.7)))
+            noise_sigma = float(rng.uniform(0.5, 7.0))
+        else:
+            shading = _Shading(0.45, 0.6, 1.0, bands=3)
+            exposure = float(rng.uniform(0.9, 1.1))
+            tint = np.ones(3, np.float32)
+            noise_sigma = 0.0
+            shadow_blur = 0.8
+        bg, bg_depth = _render_room(rng, cam, light, style, [*solids, *clutter])
     for _ in range(_LAYOUT_TRIES):
         if not solids:
-            solids = _sample_solids(rng, cam)
+            solids = _sample_solids(rng, cam, look)
             if not solids:
                 continue
         img = bg.copy()
@@ -655,17 +766,20 @@ def render_scene(seed: int, index: int, width: int = 1280, height: int = 720) ->
         ids = np.full((height, width), -1, np.int16)
         full_area: list[int] = []
         regions = [_region(cam, solid) for solid in solids]
-        for solid in solids:
-            _shadow(img, cam, solid, light, shadow_strength)
-        for k, solid in enumerate(solids):
-            x0, y0, x1, y1 = regions[k]
-            s, col = _render_solid(cam, solid, light, (x0, y0, x1, y1))
-            full_area.append(int(np.isfinite(s).sum()))
+        for solid in [*solids, *clutter]:
+            _shadow(img, cam, solid, light, shadow_strength, shadow_blur)
+        for k, solid in enumerate([*solids, *clutter]):
+            x0, y0, x1, y1 = regions[k] if k < len(solids) else _region(cam, solid)
+            s, col = _render_solid(cam, solid, light, (x0, y0, x1, y1), shading)
             zb = zbuf[y0:y1, x0:x1]
             front = s < zb
             zb[front] = s[front]
             img[y0:y1, x0:x1][front] = col[front]
-            ids[y0:y1, x0:x1][front] = k
+            if k < len(solids):
+                full_area.append(int(np.isfinite(s).sum()))
+                ids[y0:y1, x0:x1][front] = k
+            else:  # clutter hides objects but has no truth
+                ids[y0:y1, x0:x1][front] = -2
         depth_mm = _to_mm(zbuf, rng, depth_noise)
         truth = _visible_truth(cam, solids, ids, depth_mm, full_area, regions)
         if isinstance(truth, list):
@@ -675,6 +789,10 @@ def render_scene(seed: int, index: int, width: int = 1280, height: int = 720) ->
     else:  # pragma: no cover - practically unreachable: one-object layouts always pass
         raise RuntimeError(f"no valid layout for scene seed={seed} index={index}")
 
+    if style is SceneStyle.FLAT:
+        _outline(img, ids)
+    elif style is SceneStyle.RANDOMISED:
+        img *= _light_gradient(rng, width, height)[..., None]
     noise = _noise_field(width, height)[
         noise_off[1] : noise_off[1] + height, noise_off[0] : noise_off[0] + width
     ]
@@ -688,6 +806,250 @@ def render_scene(seed: int, index: int, width: int = 1280, height: int = 720) ->
     return Scene(int(index), rgb8, depth_mm, intr, tuple(truth))
 
 
+# ---------------------------------------------------------------------------------------------
+# the randomised and flat looks
+# ---------------------------------------------------------------------------------------------
+
+
+def _colour_temperature(t: float) -> F32:
+    """Light colour from warm (``t`` = 1, tungsten-like) through neutral (0) to cool (-1)."""
+    warm = np.array([1.0, 0.8, 0.58], np.float32)
+    cool = np.array([0.8, 0.9, 1.0], np.float32)
+    target = warm if t > 0 else cool
+    col = (1.0 - abs(t)) + abs(t) * target
+    return (col / float(col.mean())).astype(np.float32)
+
+
+def _random_colour(
+    rng: np.random.Generator, sat: tuple[float, float], val: tuple[float, float]
+) -> F32:
+    """Draw an RGB colour (0..1) of random hue with saturation and value in the given ranges."""
+    hsv = np.array(
+        [[[rng.uniform(0, 180), rng.uniform(*sat) * 255, rng.uniform(*val) * 255]]], np.float32
+    )
+    rgb = np.asarray(cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0], np.float32)
+    return (rgb / 255.0).astype(np.float32)
+
+
+def _room_texture(
+    rng: np.random.Generator, style: SceneStyle, decals: int
+) -> tuple[npt.NDArray[np.float32], float]:
+    """Make a random surface texture (0..1) with ``decals`` shapes on it, and its size [m]."""
+    if style is SceneStyle.FLAT:  # one flat colour
+        col = _random_colour(rng, (0.05, 0.45), (0.45, 0.95))
+        return np.broadcast_to(col, (16, 16, 3)).astype(np.float32), 1.0
+    n = 256
+    kind = int(rng.integers(0, 6))
+    c1 = _random_colour(rng, (0.0, 0.7), (0.2, 0.9))
+    c2 = _random_colour(rng, (0.0, 0.7), (0.2, 0.9))
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) / n
+    if kind == 0:  # the standard table textures, recoloured half the time
+        tex, size = _table_texture(rng)
+        tex = np.asarray(cv2.resize(tex, (n, n), interpolation=cv2.INTER_AREA), np.float32)
+        if rng.random() < 0.5:
+            tex = tex.mean(axis=2, keepdims=True) * (c1 / max(float(c1.mean()), 0.05))
+    elif kind == 1:  # blotchy colour noise over a few octaves
+        mix = np.zeros((n, n), np.float32)
+        for octave, weight in ((4, 0.5), (16, 0.3), (64, 0.2)):
+            g = rng.random((octave, octave)).astype(np.float32)
+            mix += weight * cv2.resize(g, (n, n), interpolation=cv2.INTER_CUBIC)
+        tex = c1 + (c2 - c1) * np.clip(mix, 0, 1)[..., None]
+        size = float(rng.uniform(0.3, 2.0))
+    elif kind == 2:  # stripes
+        k = float(rng.uniform(3, 30))
+        band = (np.sin(2 * math.pi * (xx * k + 0.2 * yy)) > 0).astype(np.float32)
+        tex = c1 + (c2 - c1) * band[..., None]
+        size = float(rng.uniform(0.5, 2.5))
+    elif kind == 3:  # plain with fine grain
+        tex = c1 * (0.92 + 0.16 * rng.random((n, n, 1)).astype(np.float32))
+        size = float(rng.uniform(0.3, 1.0))
+    elif kind == 4:  # two-colour checker / tiles with grout
+        k = int(rng.integers(2, 10))
+        chk = ((np.floor(xx * k) + np.floor(yy * k)) % 2).astype(np.float32)
+        grout = ((xx * k) % 1 < 0.04) | ((yy * k) % 1 < 0.04)
+        tex = c1 + (c2 - c1) * chk[..., None]
+        tex[grout] *= 0.6
+        size = float(rng.uniform(0.5, 2.5))
+    else:  # marble-like veins
+        low = cv2.resize(
+            rng.random((6, 6)).astype(np.float32), (n, n), interpolation=cv2.INTER_CUBIC
+        )
+        vein = np.abs(np.sin((xx + yy) * float(rng.uniform(5, 15)) + low * 6)) ** 0.3
+        tex = c2 + (c1 - c2) * vein[..., None]
+        size = float(rng.uniform(0.5, 2.0))
+    tex = np.ascontiguousarray(np.clip(tex, 0, 1), np.float32)
+    for _ in range(decals):  # paper, coasters, posters, cables: shapes not in the vocabulary
+        paint = tuple(float(v) for v in _random_colour(rng, (0.0, 1.0), (0.1, 1.0)))
+        x, y = (int(v) for v in rng.integers(0, n, 2))
+        r = int(rng.integers(n // 20, n // 4))
+        kind = int(rng.integers(0, 3))
+        if kind == 0:
+            cv2.rectangle(tex, (x, y), (x + r, y + int(r * rng.uniform(0.5, 1.5))), paint, -1)
+        elif kind == 1:
+            cv2.circle(tex, (x, y), r // 2, paint, -1)
+        else:
+            pts = rng.integers(0, n, (4, 2)).astype(np.int32)
+            cv2.polylines(tex, [pts], False, paint, int(rng.integers(1, 5)))
+    return tex, size
+
+
+def _render_room(
+    rng: np.random.Generator,
+    cam: _Camera,
+    light: F32,
+    style: SceneStyle,
+    items: list[_Solid],
+) -> tuple[F32, F32]:
+    """Render a table with edges around ``items``, the floor below it and a wall: colour, depth."""
+    w, h = cam.width, cam.height
+    cam_h = float(cam.pos[2])
+    reach = [(it.centre[0], it.centre[1], it.reach) for it in items] or [(0.0, 1.0, 0.1)]
+    margin = rng.uniform(0.04, 0.7, 3)
+    t_x0 = min(x - r for x, _, r in reach) - float(margin[0])
+    t_x1 = max(x + r for x, _, r in reach) + float(margin[1])
+    t_y1 = max(y + r for _, y, r in reach) + float(margin[2])
+    if rng.random() < 0.35:  # a table larger than the view
+        t_x0, t_x1, t_y1 = -1e3, 1e3, t_y1 + float(rng.uniform(0.0, 2.0))
+    floor_z = -float(rng.uniform(0.55, 0.85))
+    wall_y = t_y1 + float(rng.uniform(0.02, 2.5))
+    a = (cam.rot[:, 0] / cam.fx).astype(np.float32)
+    b = (cam.rot[:, 1] / cam.fy).astype(np.float32)
+    c = (cam.rot[:, 2] - a * cam.cx - b * cam.cy).astype(np.float32)
+
+    def trace(u: F32, v: F32) -> tuple[F32, npt.NDArray[np.int8], F32, F32, F32]:
+        """Depth, surface (0 table, 1 floor, 2 wall) and world x, y, z of each pixel."""
+        dx = (a[0] * u)[None, :] + (b[0] * v + c[0])[:, None]
+        dy = (a[1] * u)[None, :] + (b[1] * v + c[1])[:, None]
+        dz = (a[2] * u)[None, :] + (b[2] * v + c[2])[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s_table = np.where(dz < -1e-6, -cam_h / dz, np.inf)
+            s_floor = np.where(dz < -1e-6, (floor_z - cam_h) / dz, np.inf)
+            s_wall = np.where(dy > 1e-6, wall_y / dy, np.inf)
+        tx, ty = s_table * dx + float(cam.pos[0]), s_table * dy
+        on_table = np.isfinite(s_table) & (tx >= t_x0) & (tx <= t_x1) & (ty <= t_y1)
+        on_table &= s_table <= s_wall
+        depth = np.where(on_table, s_table, np.minimum(s_floor, s_wall))
+        surface = np.where(on_table, 0, np.where(s_floor < s_wall, 1, 2)).astype(np.int8)
+        depth = np.where(np.isfinite(depth), depth, 0.0).astype(np.float32)
+        return (
+            depth,
+            surface,
+            (dx * depth + float(cam.pos[0])).astype(np.float32),
+            (dy * depth).astype(np.float32),
+            (dz * depth + cam_h).astype(np.float32),
+        )
+
+    depth, _, _, _, _ = trace(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    hw, hh = (w + 1) // 2, (h + 1) // 2
+    uh = np.arange(hw, dtype=np.float32) * 2 + 0.5
+    vh = np.arange(hh, dtype=np.float32) * 2 + 0.5
+    _, surface, wx, wy, wz = trace(uh, vh)
+    flat = style is SceneStyle.FLAT
+    diffuse = max(float(light[2]), 0.0)
+    small = np.zeros((hh, hw, 3), np.float32)
+    for surf, (cu, cv_) in enumerate(((wx, wy), (wx, wy), (wx, wz))):
+        decals = 0 if flat else int(rng.integers(0, 6)) * (surf != 1)
+        tex, size = _room_texture(rng, style, decals)
+        n = tex.shape[0]
+        off = rng.uniform(0, size, 2)
+        mx = ((cu + off[0]) * (n / size)).astype(np.float32)
+        my = ((cv_ + off[1]) * (n / size)).astype(np.float32)
+        col = cv2.remap(tex, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+        lum: npt.NDArray[np.floating[Any]]
+        if flat:
+            lum = np.full((hh, hw), 0.8 if surf == 2 else 0.6 + 0.35 * diffuse, np.float32)
+        elif surf == 2:  # wall: a vertical gradient
+            lum = float(rng.uniform(0.5, 1.0)) + float(rng.uniform(-0.3, 0.3)) * (vh / hh)[:, None]
+            lum = np.broadcast_to(lum, (hh, hw))
+        else:  # table / floor: a spot of light of random strength and width
+            spot = np.array(rng.uniform([-1.0, 0.2], [1.0, 2.5]), np.float32)
+            dist2 = (wx - spot[0]) ** 2 + (wy - spot[1]) ** 2
+            gain = float(rng.uniform(0.0, 0.7))
+            lum = (0.45 + 0.5 * diffuse) * (0.7 + gain * np.exp(-dist2 / rng.uniform(0.2, 2.0)))
+            if surf == 1:
+                lum = lum * float(rng.uniform(0.4, 0.9))
+        mask = surface == surf
+        small[mask] = (col * np.asarray(lum, np.float32)[..., None])[mask]
+    img = np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
+    return img, depth
+
+
+def _sample_clutter(rng: np.random.Generator, cam: _Camera, solids: list[_Solid]) -> list[_Solid]:
+    """0-4 solids that are not in the vocabulary; some stand in front of objects to hide them."""
+    n = int(rng.choice([0, 1, 2, 3, 4], p=[0.3, 0.3, 0.2, 0.12, 0.08]))
+    out: list[_Solid] = []
+    for _ in range(n):
+        shape = str(rng.choice(["cube", "ball", "cylinder"]))
+        if shape == "cube":  # a flat slab: book, box lid, tray
+            size = float(rng.uniform(0.05, 0.12))
+            height = size * float(rng.uniform(0.12, 0.45))
+        elif shape == "ball":
+            size = float(rng.uniform(0.02, 0.06))
+            height = 2 * size
+        else:  # bottle / can / pen holder
+            size = float(rng.uniform(0.015, 0.045))
+            height = size * float(rng.uniform(1.5, 6.0))
+        base = np.asarray(_CLUTTER_ALBEDO[int(rng.integers(0, len(_CLUTTER_ALBEDO)))], np.float32)
+        alb = np.clip(base * float(rng.uniform(0.8, 1.3)), 0.02, 0.4)
+        for attempt in range(30):
+            if solids and attempt < 10 and rng.random() < 0.6:  # in front of an object
+                other = solids[int(rng.integers(0, len(solids)))]
+                toward = cam.pos[:2] - np.array(other.centre, np.float32)
+                toward /= max(float(np.linalg.norm(toward)), 1e-6)
+                side = np.array([-toward[1], toward[0]], np.float32)
+                gap = other.reach + size + float(rng.uniform(0.02, 0.15))
+                xy = np.array(other.centre, np.float32) + toward * gap
+                xy += side * float(rng.uniform(-1.5, 1.5)) * (other.reach + size)
+            else:
+                u = float(rng.uniform(0.05, 0.95)) * cam.width
+                v = float(rng.uniform(0.1, 0.98)) * cam.height
+                d = _pixel_rays(cam, np.array([u], np.float32), np.array([v], np.float32))[0]
+                if d[2] >= -1e-3:
+                    continue
+                xy = (cam.pos + (-float(cam.pos[2]) / float(d[2])) * d)[:2]
+            cand = _Solid(
+                "clutter",
+                shape,
+                (float(xy[0]), float(xy[1])),
+                float(rng.uniform(-math.pi, math.pi)),
+                size,
+                height,
+                (float(alb[0]), float(alb[1]), float(alb[2])),
+                float(rng.uniform(0.0, 0.8)),
+            )
+            others = [*solids, *out]
+            if any(math.dist(cand.centre, o.centre) < cand.reach + o.reach + 0.01 for o in others):
+                continue
+            if not _inside_image(cam, cand):
+                continue
+            out.append(cand)
+            break
+    return out
+
+
+def _light_gradient(rng: np.random.Generator, width: int, height: int) -> F32:
+    """Return a brightness ramp in a random direction, times a vignette half the time."""
+    ang = float(rng.uniform(0, 2 * math.pi))
+    lo, hi = float(rng.uniform(0.6, 1.0)), float(rng.uniform(1.0, 1.35))
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    t = (xx / width - 0.5) * math.cos(ang) + (yy / height - 0.5) * math.sin(ang)
+    g = lo + (hi - lo) * (t + 0.71) / 1.42
+    if rng.random() < 0.5:
+        r2 = ((xx / width - 0.5) ** 2 + (yy / height - 0.5) ** 2) * 2
+        g *= 1.0 - float(rng.uniform(0.1, 0.4)) * r2
+    return np.asarray(g, np.float32)
+
+
+def _outline(img: F32, ids: npt.NDArray[np.int16]) -> None:
+    """Draw dark 2 px outlines on the inside edge of every object (boxes stay exact)."""
+    obj = ids >= 0
+    edge = np.zeros_like(obj)
+    for axis in (0, 1):
+        for shift in (1, -1, 2, -2):
+            edge |= obj & (np.roll(ids, shift, axis=axis) != ids)
+    img[edge] *= 0.15
+
+
 def _to_mm(zbuf: F32, rng: np.random.Generator, noise_mm: float) -> npt.NDArray[np.uint16]:
     """Metres -> uint16 millimetres with a little smooth noise; out of range reads 0."""
     mm = zbuf * 1000.0
@@ -699,7 +1061,13 @@ def _to_mm(zbuf: F32, rng: np.random.Generator, noise_mm: float) -> npt.NDArray[
     return np.where(valid, np.round(mm), 0).astype(np.uint16)
 
 
-def iter_scenes(seed: int, count: int, width: int = 1280, height: int = 720) -> Iterator[Scene]:
-    """Scenes ``0 .. count-1`` of the stream ``seed``."""
+def iter_scenes(
+    seed: int,
+    count: int,
+    width: int = 1280,
+    height: int = 720,
+    style: SceneStyle | str = SceneStyle.STANDARD,
+) -> Iterator[Scene]:
+    """Scenes ``0 .. count-1`` of the stream ``seed`` in ``style``."""
     for i in range(count):
-        yield render_scene(seed, i, width, height)
+        yield render_scene(seed, i, width, height, style)

@@ -120,6 +120,7 @@ def backend_from_config(config: PerceptionConfig) -> Backend:
             "model": config.model,
             "api_key_env": config.api_key_env,
             "api_key_file": config.api_key_file,
+            "tls_verify": config.tls_verify,
             "request_timeout_s": config.request_timeout_s,
             "max_workers": max(4, 2 * config.max_inflight),
         }

@@ -8,13 +8,25 @@ serve`` through the ``openai`` SDK, with what a robot's loop needs around it:
   here) and the SDK's own retries off: this module retries, with exponential
   backoff and jitter, on connect errors, timeouts, broken responses, 5xx and
   429 (honouring ``Retry-After``), and never past ``request.deadline``;
-* one circuit breaker per endpoint (closed -> open after ``breaker_threshold``
-  consecutive failures -> a cheap ``GET {base}/models`` probe after
-  ``breaker_cooldown_s`` -> half-open trial -> closed);
+* one circuit breaker per endpoint, built so that it can never hold recovery
+  back by more than one probe interval (docs/reliability.md, "Recovery"):
+  closed -> open after ``breaker_threshold`` consecutive failures; while open,
+  the endpoint's own prober thread sends ``GET {base}/models`` every
+  ``probe_interval_s`` (one probe at a time, ``probe_timeout_s`` each); a
+  passed probe makes it half-open and releases at once a request that is
+  waiting for an endpoint (requests wait, up to their deadline, instead of
+  failing while every endpoint is open); that one trial request closes it
+  again or re-opens it. A failing endpoint so gets at most one probe and one
+  chat request per ``probe_interval_s``;
 * several endpoints: failover when one is down, least-in-flight with a
   round-robin tie break when several are up;
+* answers larger than ``max_response_bytes`` are refused while being read
+  (``BackendResponseTooLargeError``), never held in memory whole;
+* TLS certificates are verified unless ``tls_verify`` is off (a warning says
+  so); an ``http://`` endpoint on a non-loopback host logs one warning;
 * the API key comes from an environment variable or a file, is sent as the
-  bearer header and appears in no repr, log line or error message.
+  bearer header and appears in no repr, log line or error message (text a
+  server sends back is scrubbed of it too).
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ import math
 import os
 import random
 import re
+import ssl
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,12 +46,18 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import openai
 
 from step_perception.core.config import ENV_VAR_NAME, REASONING_EFFORTS
-from step_perception.core.endpoints import normalise_endpoint, redact_url
+from step_perception.core.endpoints import (
+    normalise_endpoint,
+    plaintext_remote_endpoints,
+    redact_url,
+)
 from step_perception.core.errors import (
     BackendError,
+    BackendResponseTooLargeError,
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigError,
@@ -60,14 +79,16 @@ NO_API_KEY = "EMPTY"
 
 #: An attempt with less time than this left before the deadline is not sent [s].
 _MIN_ATTEMPT_S = 0.01
+#: What the key is replaced with in any text that came back from a server.
+_REDACTED = "<redacted>"
 
 
 class BreakerState(str, Enum):
     """Circuit-breaker state of one endpoint."""
 
     CLOSED = "closed"  # traffic flows
-    OPEN = "open"  # failing: no traffic until the cooldown passed and a probe succeeded
-    HALF_OPEN = "half_open"  # probe passed: one trial request decides
+    OPEN = "open"  # failing: no chat traffic; probed every probe_interval_s
+    HALF_OPEN = "half_open"  # a probe passed: one trial request decides
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,8 @@ class OpenAIBackendConfig:
     ``reasoning_effort`` overrides the request's ``sampling.reasoning_effort``
     when set. The key is read from the environment variable named by
     ``api_key_env``, else from ``api_key_file``; with neither, ``"EMPTY"``.
+    ``tls_verify`` false turns certificate checks off (logged as a warning);
+    a private CA is better given through ``SSL_CERT_FILE``.
     """
 
     endpoints: tuple[str, ...]
@@ -89,13 +112,15 @@ class OpenAIBackendConfig:
     connect_timeout_s: float = 2.0  # [s]
     max_retries: int = 2  # retries after the first attempt (connect-error failovers are free)
     backoff_base_s: float = 0.25  # [s] first backoff; doubles per retry
-    backoff_cap_s: float = 4.0  # [s]
+    backoff_cap_s: float = 0.5  # [s] (kept <= probe_interval_s: a retry never waits longer)
     retry_after_cap_s: float = 10.0  # [s] a longer Retry-After is not waited for
     breaker_threshold: int = 3  # consecutive failures that open an endpoint's breaker
-    breaker_cooldown_s: float = 5.0  # [s] before the health probe may close it again
+    probe_interval_s: float = 0.5  # [s] an open endpoint is probed this often
     probe_timeout_s: float = 1.0  # [s] for GET {base}/models
     reasoning_effort: str | None = None
     max_workers: int = 4
+    max_response_bytes: int = 2 * 1024 * 1024  # [bytes] a larger answer is refused
+    tls_verify: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.endpoints, str):
@@ -110,7 +135,7 @@ class OpenAIBackendConfig:
             "request_timeout_s",
             "connect_timeout_s",
             "backoff_cap_s",
-            "breaker_cooldown_s",
+            "probe_interval_s",
             "probe_timeout_s",
         ):
             value = getattr(self, name)
@@ -128,6 +153,16 @@ class OpenAIBackendConfig:
             )
         if not isinstance(self.max_workers, int) or self.max_workers < 1:
             raise ConfigError(f"max_workers must be an int >= 1, got {self.max_workers!r}")
+        if (
+            isinstance(self.max_response_bytes, bool)
+            or not isinstance(self.max_response_bytes, int)
+            or self.max_response_bytes < 1024
+        ):
+            raise ConfigError(
+                f"max_response_bytes must be an int >= 1024, got {self.max_response_bytes!r}"
+            )
+        if not isinstance(self.tls_verify, bool):
+            raise ConfigError(f"tls_verify must be a bool, got {self.tls_verify!r}")
         if self.reasoning_effort is not None and self.reasoning_effort not in REASONING_EFFORTS:
             raise ConfigError(
                 f"reasoning_effort must be one of {REASONING_EFFORTS} or None, "
@@ -169,6 +204,8 @@ class _Kind(str, Enum):
     RATE_LIMITED = "rate_limited"  # 429
     CLIENT = "client"  # other 4xx
     GARBAGE = "garbage"  # 2xx with an unusable body
+    TOO_LARGE = "too_large"  # over max_response_bytes (or compressed against our ask)
+    TLS = "tls"  # certificate not trusted, handshake refused: retrying cannot help
 
 
 _RETRYABLE = {
@@ -179,7 +216,14 @@ _RETRYABLE = {
     _Kind.OVERLOADED,
     _Kind.RATE_LIMITED,
 }
-_BREAKER_FAILURES = {_Kind.CONNECT, _Kind.TIMEOUT, _Kind.BROKEN, _Kind.SERVER, _Kind.OVERLOADED}
+_BREAKER_FAILURES = {
+    _Kind.CONNECT,
+    _Kind.TIMEOUT,
+    _Kind.BROKEN,
+    _Kind.SERVER,
+    _Kind.OVERLOADED,
+    _Kind.TLS,
+}
 
 
 class _AttemptError(Exception):
@@ -204,6 +248,63 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class _BodyRefusedError(Exception):
+    """Raised while reading an answer that is over the size limit (never leaves this module)."""
+
+
+class _CappedStream(httpx2.SyncByteStream):
+    """The response body, counted as it is read; past ``cap`` bytes it raises."""
+
+    def __init__(self, inner: httpx2.SyncByteStream, cap: int) -> None:
+        self._inner = inner
+        self._cap = cap
+
+    def __iter__(self) -> Any:
+        total = 0
+        for chunk in self._inner:
+            total += len(chunk)
+            if total > self._cap:
+                raise _BodyRefusedError(f"the answer is over max_response_bytes={self._cap}")
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+    @property
+    def elapsed(self) -> Any:
+        """What httpx2's own stream measured (``Response.elapsed`` reads it)."""
+        return getattr(self._inner, "elapsed", None)
+
+
+def _body_limit_hook(cap: int) -> Any:
+    """Return an httpx2 response hook that refuses a body over ``cap`` (before or while read)."""
+
+    def hook(response: httpx2.Response) -> None:
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            # A compressed body's size says nothing about what it inflates to.
+            raise _BodyRefusedError(f"the answer is {encoding}-compressed (identity was asked for)")
+        length = response.headers.get("content-length", "").strip()
+        if length.isdigit() and int(length) > cap:
+            raise _BodyRefusedError(
+                f"the answer is {int(length)} bytes, over max_response_bytes={cap}"
+            )
+        response.stream = _CappedStream(response.stream, cap)  # type: ignore[arg-type]
+
+    return hook
+
+
+def _find_cause(err: BaseException, kind: type[BaseException]) -> BaseException | None:
+    seen: BaseException | None = err
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _is_connect_failure(err: BaseException) -> bool:
     """Tell whether the cause chain shows the connection was never established."""
     seen: BaseException | None = err
@@ -221,6 +322,17 @@ def _is_connect_failure(err: BaseException) -> bool:
 
 
 def _classify(err: Exception) -> _AttemptError:
+    refused = _find_cause(err, _BodyRefusedError)
+    if refused is not None:
+        return _AttemptError(_Kind.TOO_LARGE, f"answer refused: {refused}")
+    tls = _find_cause(err, ssl.SSLError)
+    if tls is not None:
+        reason = getattr(tls, "verify_message", None) or getattr(tls, "reason", None)
+        return _AttemptError(
+            _Kind.TLS,
+            f"TLS failed ({type(tls).__name__}: {reason or 'handshake'}); check the server's "
+            "certificate, SSL_CERT_FILE, or tls_verify",
+        )
     if isinstance(err, openai.APITimeoutError):
         if _is_connect_failure(err):
             return _AttemptError(_Kind.CONNECT, "connect timed out")
@@ -264,15 +376,18 @@ class _Endpoint:
         self.client = client
         self.state = BreakerState.CLOSED
         self.failures = 0
-        self.opened_at = 0.0
+        self.next_probe_at = 0.0  # monotonic time the prober may probe it (while open)
         self.in_flight = 0
         self.probing = False
         self.send_reasoning_effort = True
+        self.prober: threading.Thread | None = None
 
 
 def _error_type(kind: _Kind) -> type[BackendError]:
     if kind is _Kind.TIMEOUT:
         return BackendTimeoutError
+    if kind is _Kind.TOO_LARGE:
+        return BackendResponseTooLargeError
     if kind in (_Kind.CONNECT, _Kind.OVERLOADED):
         return BackendUnavailableError
     return BackendError
@@ -284,10 +399,27 @@ class OpenAIBackend:
     def __init__(self, config: OpenAIBackendConfig) -> None:
         self._config = config
         api_key = _read_api_key(config)
+        # Text that came back from a server (an error page echoing the Authorization header)
+        # is scrubbed of the key before it reaches a message, a log line or diagnostics.
+        self._secret = api_key if api_key != NO_API_KEY and len(api_key) >= 4 else ""
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # breaker states, closing
         self._closed = threading.Event()
         self._rr = 0
         timeout = openai.Timeout(config.request_timeout_s, connect=config.connect_timeout_s)
+        if not config.tls_verify:
+            _log.warning(
+                "tls_verify is off: the certificates of %s are not checked, so anyone on the "
+                "path can read the images and the API key",
+                ", ".join(redact_url(u) for u in config.endpoints),
+            )
+        plaintext = plaintext_remote_endpoints(config.endpoints)
+        if plaintext:
+            _log.warning(
+                "%s: http:// to a host that is not this machine sends the images and the API "
+                "key unencrypted; use https:// (or a tunnel) off a trusted network",
+                ", ".join(plaintext),
+            )
         self._endpoints = [
             _Endpoint(
                 i,
@@ -297,6 +429,13 @@ class OpenAIBackend:
                     api_key=api_key,
                     timeout=timeout,
                     max_retries=0,  # we retry ourselves, with breaker and deadline
+                    # Identity: the body limit counts the bytes that will be held.
+                    default_headers={"Accept-Encoding": "identity"},
+                    http_client=openai.DefaultHttpxClient(
+                        timeout=timeout,
+                        verify=config.tls_verify,
+                        event_hooks={"response": [_body_limit_hook(config.max_response_bytes)]},
+                    ),
                 ),
             )
             for i, url in enumerate(config.endpoints)
@@ -304,6 +443,11 @@ class OpenAIBackend:
         self._pool = ThreadPoolExecutor(
             max_workers=config.max_workers, thread_name_prefix="openai-backend"
         )
+        for e in self._endpoints:
+            e.prober = threading.Thread(
+                target=self._probe_loop, args=(e,), name=f"openai-probe-{e.index}", daemon=True
+            )
+            e.prober.start()
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(endpoints={[e.display for e in self._endpoints]})"
@@ -348,12 +492,16 @@ class OpenAIBackend:
         return BackendHealth(state is not BreakerState.OPEN, state.value, detail)
 
     def close(self) -> None:
-        """Stop the pool (queued requests fail with BackendUnavailableError) and close clients."""
+        """Stop the pool and the probers (queued requests fail typed) and close the clients."""
         if self._closed.is_set():
             return
         self._closed.set()
+        with self._changed:
+            self._changed.notify_all()  # waiting requests and idle probers return now
         self._pool.shutdown(wait=False)
         for e in self._endpoints:
+            if e.prober is not None and e.prober is not threading.current_thread():
+                e.prober.join(timeout=self._config.probe_timeout_s + 1.0)
             e.client.close()
 
     # -- one request ---------------------------------------------------------
@@ -365,6 +513,11 @@ class OpenAIBackend:
         free_failovers = len(self._endpoints) - 1
         last: _AttemptError | None = None
         last_ep: _Endpoint | None = None
+        # How long a request may wait for a breaker to let it through: its deadline, or one
+        # attempt's timeout when it has none.
+        wait_until = (
+            request.deadline if request.deadline is not None else started + cfg.request_timeout_s
+        )
         while True:
             if self._closed.is_set():
                 raise BackendUnavailableError("openai backend is closed")
@@ -374,17 +527,18 @@ class OpenAIBackend:
                 raise BackendTimeoutError(
                     f"request deadline passed before attempt {attempts + 1}{detail}"
                 )
-            ep = self._acquire(avoid=last_ep)
+            ep = self._acquire(avoid=last_ep, wait_until=wait_until)
             if ep is None:
+                if self._closed.is_set():
+                    raise BackendUnavailableError("openai backend is closed")
                 raise BackendUnavailableError(self._unavailable_message(last))
             if (
                 request.deadline is not None
                 and time.monotonic() + _MIN_ATTEMPT_S > request.deadline
             ):
-                # The health probe ate the time left: an attempt now could only time out and
-                # would be counted against a server that did nothing wrong.
-                with self._lock:
-                    ep.in_flight -= 1
+                # The wait for a breaker ate the time left: an attempt now could only time out
+                # and would be counted against a server that did nothing wrong.
+                self._release(ep, None, attempted=False)
                 raise BackendTimeoutError(
                     f"request deadline passed before attempt {attempts + 1} could be sent"
                 )
@@ -487,27 +641,42 @@ class OpenAIBackend:
                     ep.send_reasoning_effort = False
                 _log.warning("%s rejects reasoning_effort; no longer sending it", ep.display)
                 return self._attempt(ep, request)
-            raise _classify(err) from None
+            raise self._scrubbed(_classify(err)) from None
         except Exception as err:
-            raise _classify(err) from None
-        return _extract(resp)
+            raise self._scrubbed(_classify(err)) from None
+        try:
+            return _extract(resp)
+        except _AttemptError as err:
+            raise self._scrubbed(err) from None
+
+    def _scrubbed(self, err: _AttemptError) -> _AttemptError:
+        """``err`` with the API key cut out of its message (servers may echo it back)."""
+        if self._secret and self._secret in err.message:
+            return _AttemptError(
+                err.kind, err.message.replace(self._secret, _REDACTED), err.retry_after
+            )
+        return err
 
     # -- endpoint choice and breakers ---------------------------------------
 
     def _ready(self, e: _Endpoint) -> bool:
         return e.state is BreakerState.CLOSED or (
-            e.state is BreakerState.HALF_OPEN and e.in_flight == 0 and not e.probing
+            e.state is BreakerState.HALF_OPEN and e.in_flight == 0
         )
 
     def _has_other_ready(self, ep: _Endpoint) -> bool:
         with self._lock:
             return any(e is not ep and self._ready(e) for e in self._endpoints)
 
-    def _acquire(self, avoid: _Endpoint | None) -> _Endpoint | None:
-        """Pick an endpoint and count it in flight; probe due ones when none is ready."""
+    def _acquire(self, avoid: _Endpoint | None, wait_until: float) -> _Endpoint | None:
+        """Pick an endpoint and count it in flight; wait (to ``wait_until``) while none is ready.
+
+        The wait ends the moment a prober finds an endpoint healthy again (or the trial
+        request closes it), so a request rides on the first passed probe.
+        """
         n = len(self._endpoints)
-        for _ in range(n + 1):
-            with self._lock:
+        with self._changed:
+            while True:
                 ready = [e for e in self._endpoints if self._ready(e)]
                 if avoid is not None and len(ready) > 1:
                     ready = [e for e in ready if e is not avoid]
@@ -517,41 +686,58 @@ class OpenAIBackend:
                     best = min(ready, key=lambda e: (e.in_flight, (e.index - start) % n))
                     best.in_flight += 1
                     return best
-                now = time.monotonic()
-                due = [
-                    e
-                    for e in self._endpoints
-                    if e.state is BreakerState.OPEN
-                    and not e.probing
-                    and now - e.opened_at >= self._config.breaker_cooldown_s
-                ]
-                if not due:
+                left = wait_until - time.monotonic()
+                if left <= 0 or self._closed.is_set():
                     return None
-                probe = due[0]
-                probe.probing = True
-            ok = self._probe(probe)
-            with self._lock:
-                probe.probing = False
+                self._changed.wait(left)
+
+    def _probe_loop(self, ep: _Endpoint) -> None:
+        """Probe ``ep`` while it is open, one probe per ``probe_interval_s`` (its own thread)."""
+        interval = self._config.probe_interval_s
+        while True:
+            with self._changed:
+                while not self._closed.is_set():
+                    if ep.state is BreakerState.OPEN:
+                        left = ep.next_probe_at - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._changed.wait(left)
+                    else:
+                        self._changed.wait()
+                if self._closed.is_set():
+                    return
+                ep.probing = True
+                started = time.monotonic()
+            ok = self._probe(ep)
+            with self._changed:
+                ep.probing = False
+                if ep.state is not BreakerState.OPEN:
+                    continue  # a request closed it meanwhile
                 if ok:
-                    probe.state = BreakerState.HALF_OPEN
+                    ep.state = BreakerState.HALF_OPEN
+                    self._changed.notify_all()  # a waiting request is the trial
                 else:
-                    probe.opened_at = time.monotonic()
-            if ok:
-                _log.info("%s: health probe passed; half-open", probe.display)
-            else:
-                _log.info("%s: health probe failed; stays open", probe.display)
-        return None
+                    # Probe starts stay >= interval apart, also when one took long.
+                    ep.next_probe_at = started + interval
+            _log.info(
+                "%s: health probe %s", ep.display, "passed; half-open" if ok else "failed; open"
+            )
 
     def _probe(self, ep: _Endpoint) -> bool:
+        if self._closed.is_set():
+            return False
         try:
             ep.client.with_options(timeout=self._config.probe_timeout_s).models.list()
         except Exception:
             return False
         return True
 
-    def _release(self, ep: _Endpoint, failure: _Kind | None) -> None:
-        with self._lock:
+    def _release(self, ep: _Endpoint, failure: _Kind | None, *, attempted: bool = True) -> None:
+        with self._changed:
             ep.in_flight -= 1
+            self._changed.notify_all()  # a half-open endpoint may be free for the next trial
+            if not attempted:
+                return
             if failure is None:
                 if ep.state is not BreakerState.CLOSED:
                     _log.info("%s: breaker closed", ep.display)
@@ -568,12 +754,13 @@ class OpenAIBackend:
                 ep.state is BreakerState.CLOSED and ep.failures >= self._config.breaker_threshold
             ):
                 ep.state = BreakerState.OPEN
-                ep.opened_at = time.monotonic()
+                ep.next_probe_at = time.monotonic() + self._config.probe_interval_s
                 _log.warning(
-                    "%s: breaker open after %d consecutive failures (%s)",
+                    "%s: breaker open after %d consecutive failures (%s); probing every %.2f s",
                     ep.display,
                     ep.failures,
                     failure.value,
+                    self._config.probe_interval_s,
                 )
 
     def _unavailable_message(self, last: _AttemptError | None) -> str:
@@ -588,8 +775,11 @@ class OpenAIBackend:
         parts = []
         for e in self._endpoints:
             if e.state is BreakerState.OPEN:
-                wait = max(0.0, self._config.breaker_cooldown_s - (now - e.opened_at))
-                parts.append(f"{e.display} open (probe in {wait:.1f} s)")
+                if e.probing:
+                    parts.append(f"{e.display} open (probing)")
+                else:
+                    wait = max(0.0, e.next_probe_at - now)
+                    parts.append(f"{e.display} open (probe in {wait:.1f} s)")
             else:
                 parts.append(
                     f"{e.display} {e.state.value} ({e.failures} failures, {e.in_flight} in flight)"

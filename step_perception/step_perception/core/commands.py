@@ -90,11 +90,14 @@ def decide_command(
     """Accept ``proposal`` as a ``Command`` or return why not (never raises)."""
     if proposal is None:
         return CommandDecision(None, RejectReason.NO_ACTION, "the model proposed no action")
-    name = proposal.name.strip().lower()
+    name = proposal.name.strip()
+    # Only ASCII is lowercased: "PIC\u212a" (Kelvin sign) lowercases to "pick", and a
+    # look-alike must never become an allowed action.
+    name = name.lower() if name.isascii() else name
     # A bare string would make ``in`` a substring test ("ick" in "pick, place"); it is one name.
     allowed = (allowed_actions,) if isinstance(allowed_actions, str) else tuple(allowed_actions)
     if name not in allowed:
-        return CommandDecision(None, RejectReason.NOT_ALLOWED, f"action {name[:64]!r}")
+        return CommandDecision(None, RejectReason.NOT_ALLOWED, f"action {name[:64]!a}")
     if proposal.target is None:
         return CommandDecision(None, RejectReason.NO_TARGET, f"action {name!r} has no target")
     target, why = _resolve(proposal.target, detections)

@@ -101,6 +101,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("api_key_env", "str", "Name of the env var holding the API key ('' = none)."),
     ParamSpec("api_key_file", "str", "File holding the API key ('' = none)."),
     ParamSpec(
+        "tls_verify",
+        "bool",
+        "Verify https endpoints' certificates (false only for a test rig; logged as a warning).",
+    ),
+    ParamSpec(
         "model_profile",
         "str",
         "Box convention, wording and sampling defaults of the model family.",
@@ -163,6 +168,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "str",
         "off, record or replay.",
         choices=tuple(k.value for k in CassetteMode),
+    ),
+    ParamSpec(
+        "target_frame",
+        "str",
+        "Frame of the 3D positions ('' = the camera's optical frame, the image's frame_id); "
+        "positions are transformed with tf2 at the image's stamp.",
     ),
     ParamSpec(
         "publish_debug_image",
@@ -256,6 +267,7 @@ class PerceptionConfig:
     model: str = "stepfun-ai/Step-3.7-Flash"
     api_key_env: str = ""
     api_key_file: str = ""
+    tls_verify: bool = True
     model_profile: str = "step3p7"
     task: Task = Task.DETECT
     prompt: str = ""
@@ -272,6 +284,7 @@ class PerceptionConfig:
     allowed_actions: tuple[str, ...] = ("pick", "place", "move_to", "look_at", "stop")
     cassette: str = ""
     cassette_mode: CassetteMode = CassetteMode.OFF
+    target_frame: str = ""  # "" = positions stay in the image's frame_id
     publish_debug_image: bool = False
     autostart: bool = True
     max_objects: int = 32
@@ -345,6 +358,8 @@ class PerceptionConfig:
         if not self.model.strip():
             raise ConfigError("model: must not be empty")
         get_profile(self.model_profile)
+        if self.target_frame != self.target_frame.strip() or " " in self.target_frame:
+            raise ConfigError(f"target_frame: {self.target_frame!r} is not a frame name")
         if self.api_key_env and not ENV_VAR_NAME.fullmatch(self.api_key_env):
             raise ConfigError(f"api_key_env: {self.api_key_env!r} is not an env var name")
         for action in self.allowed_actions:

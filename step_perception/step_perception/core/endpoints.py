@@ -8,12 +8,20 @@ or ``api_key_file``). A trailing slash is removed; a URL with no path gets ``/v1
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from urllib.parse import urlsplit, urlunsplit
 
 from step_perception.core.errors import ConfigError
 
-__all__ = ["normalise_endpoint", "parse_endpoints", "redact_url", "split_list"]
+__all__ = [
+    "is_loopback_host",
+    "normalise_endpoint",
+    "parse_endpoints",
+    "plaintext_remote_endpoints",
+    "redact_url",
+    "split_list",
+]
 
 _SEPARATORS = re.compile(r"[,\s]+")
 
@@ -74,3 +82,31 @@ def parse_endpoints(value: object) -> tuple[str, ...]:
     else:
         raise ConfigError(f"endpoint: expected a string or list, got {type(value).__name__}")
     return tuple(dict.fromkeys(normalise_endpoint(url) for url in items))
+
+
+def is_loopback_host(host: str) -> bool:
+    """Tell whether ``host`` names this machine: ``localhost`` or a loopback IP literal.
+
+    Any other name is treated as remote (a name that resolves to 127.0.0.1 through
+    /etc/hosts is not looked up: no DNS at configuration time).
+    """
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def plaintext_remote_endpoints(urls: tuple[str, ...]) -> tuple[str, ...]:
+    """Return the endpoints (redacted) that would send images and the key unencrypted off-host.
+
+    That is every ``http://`` URL whose host is not loopback; the backend logs one
+    warning naming them.
+    """
+    return tuple(
+        redact_url(u)
+        for u in urls
+        if urlsplit(u).scheme == "http" and not is_loopback_host(urlsplit(u).hostname or "")
+    )

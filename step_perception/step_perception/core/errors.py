@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "BackendResponseTooLargeError",
     "BackendTimeoutError",
     "BackendUnavailableError",
     "CassetteMissError",
@@ -43,6 +44,10 @@ class ParseError(StepPerceptionError):
 
 class BackendError(StepPerceptionError):
     """The model backend failed to produce an answer."""
+
+
+class BackendResponseTooLargeError(BackendError):
+    """The server's answer is larger than the backend accepts (refused while reading it)."""
 
 
 class BackendTimeoutError(BackendError):

@@ -54,11 +54,13 @@ from step_perception.core.profiles import get_profile
 from step_perception.core.prompts import build_request, clean_prompt
 from step_perception.core.types import (
     CameraIntrinsics,
+    Detection,
     FrameMeta,
     ModelReply,
     ModelRequest,
     PerceptionResult,
     Task,
+    TransformLookup,
 )
 
 __all__ = ["FrameInput", "Perceiver", "PerceiverStats", "frame_input"]
@@ -131,6 +133,7 @@ class PerceiverStats:
     parse_failures: int = 0
     internal_errors: int = 0
     depth_errors: int = 0  # depth given but unusable (frame still processed)
+    missing_transforms: int = 0  # no transform to target_frame at the stamp: no positions
     dropped_objects: int = 0
     dropped_relations: int = 0
     accepted_commands: int = 0
@@ -184,8 +187,11 @@ class Perceiver:
         workers: int = 2,
         depth_params: DepthParams = DEFAULT_DEPTH,
         relation_params: RelationParams = DEFAULT_RELATIONS,
+        lookup_transform: TransformLookup | None = None,
     ) -> None:
         get_profile(config.model_profile)
+        # target_frame != the image's frame: positions go through this (tf2 in the node).
+        self._lookup_transform = lookup_transform
         self._config = config
         self._backend = backend
         self._now_ns = now_ns
@@ -246,6 +252,7 @@ class Perceiver:
             parse_failures=n.get("parse_failures", 0),
             internal_errors=n.get("internal_errors", 0),
             depth_errors=n.get("depth_errors", 0),
+            missing_transforms=n.get("missing_transforms", 0),
             dropped_objects=n.get("dropped_objects", 0),
             dropped_relations=n.get("dropped_relations", 0),
             accepted_commands=n.get("accepted_commands", 0),
@@ -389,11 +396,14 @@ class Perceiver:
             geometric_relations(detections, self._relation_params),
             detections,
         )
+        # Relations are geometry in the camera frame (left_of = image left); only then are the
+        # positions moved into target_frame, for the outputs and the command.
+        detections, position_frame = self._to_target_frame(detections, frame.meta, config)
         command = None
         rejection: str | None = None
         if task is Task.COMMAND:
             decision = decide_command(
-                parsed.action, detections, config.allowed_actions, frame.meta.frame_id
+                parsed.action, detections, config.allowed_actions, position_frame
             )
             command = decision.command
             if command is None:
@@ -416,4 +426,33 @@ class Perceiver:
             command=command,
             command_rejection=rejection,
             reply=reply,
+            position_frame=position_frame,
         )
+
+    def _to_target_frame(
+        self, detections: tuple[Detection, ...], meta: FrameMeta, config: PerceptionConfig
+    ) -> tuple[tuple[Detection, ...], str]:
+        """Positions in ``config.target_frame`` at the image's stamp, and the frame they are in.
+
+        Without a transform at that stamp the positions are dropped (counted, logged): a
+        position in the wrong frame is worse than none.
+        """
+        target = config.target_frame
+        placed = any(d.position is not None for d in detections)
+        if not target or target == meta.frame_id or not placed:
+            return detections, meta.frame_id
+        lookup = self._lookup_transform
+        transform = lookup(target, meta.frame_id, meta.stamp_ns) if lookup else None
+        if transform is None:
+            with self._lock:
+                self._n["missing_transforms"] += 1
+            _log.warning(
+                "no transform %s -> %s at %d ns: frame published without positions",
+                meta.frame_id, target, meta.stamp_ns,
+            )  # fmt: skip
+            return tuple(replace(d, position=None) for d in detections), meta.frame_id
+        moved = tuple(
+            d if d.position is None else replace(d, position=transform.apply(d.position))
+            for d in detections
+        )
+        return moved, target

@@ -18,7 +18,7 @@ import base64
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -39,9 +39,11 @@ __all__ = [
     "Relation",
     "RelationKind",
     "RelationSource",
+    "RigidTransform",
     "SamplingParams",
     "Task",
     "TokenUsage",
+    "TransformLookup",
 ]
 
 
@@ -254,6 +256,40 @@ class CameraIntrinsics:
 
 
 @dataclass(frozen=True)
+class RigidTransform:
+    """A rigid transform (rotation, then translation) taking points of one frame into another.
+
+    ``rotation`` is a unit quaternion (x, y, z, w), ``translation`` metres, as in
+    ``geometry_msgs/Transform``: ``apply(p) = R p + t``.
+    """
+
+    translation: tuple[float, float, float]
+    rotation: tuple[float, float, float, float]
+
+    def apply(self, p: Point3) -> Point3:
+        """Return ``p`` expressed in the target frame."""
+        qx, qy, qz, qw = self.rotation
+        # v' = v + 2 w (q x v) + 2 q x (q x v), q = (qx, qy, qz): the unit-quaternion rotation.
+        cx = qy * p.z - qz * p.y
+        cy = qz * p.x - qx * p.z
+        cz = qx * p.y - qy * p.x
+        ccx = qy * cz - qz * cy
+        ccy = qz * cx - qx * cz
+        ccz = qx * cy - qy * cx
+        tx, ty, tz = self.translation
+        return Point3(
+            p.x + 2.0 * (qw * cx + ccx) + tx,
+            p.y + 2.0 * (qw * cy + ccy) + ty,
+            p.z + 2.0 * (qw * cz + ccz) + tz,
+        )
+
+
+#: ``lookup(target_frame, source_frame, stamp_ns)``: the transform at that stamp, or ``None``
+#: when it is not known (never a stale or identity guess). The ROS adapter injects tf2's.
+TransformLookup = Callable[[str, str, int], "RigidTransform | None"]
+
+
+@dataclass(frozen=True)
 class Detection:
     """One validated object, in source pixels (and metres when depth allowed)."""
 
@@ -307,4 +343,5 @@ class PerceptionResult:
     summary: str = ""
     command: Command | None = None
     command_rejection: str | None = None  # why a proposed action was refused
+    position_frame: str = ""  # frame of the 3D positions; "" = frame.frame_id
     reply: ModelReply | None = None

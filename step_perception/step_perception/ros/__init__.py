@@ -15,5 +15,7 @@ __all__ = [
     "params",
     "qos",
     "query_service",
+    "transforms",
+    "vision",
     "viz",
 ]

@@ -31,6 +31,7 @@ __all__ = [
     "copy_header",
     "detection_array",
     "intrinsics_from_camera_info",
+    "position_header",
     "scene_msg",
     "stamp_to_ns",
 ]
@@ -62,6 +63,18 @@ def copy_header(header: Header) -> Header:
 def intrinsics_from_camera_info(msg: CameraInfo) -> CameraIntrinsics | None:
     """Pinhole intrinsics from ``CameraInfo.k``; ``None`` when K is unset or not finite."""
     return messages.intrinsics_from_camera_info(msg)
+
+
+def position_header(result: PerceptionResult, header: Header) -> Header:
+    """Return the header for ``result``'s positions: the image's stamp, in their frame.
+
+    With ``target_frame`` the positions were moved into it, so the frame_id says so; pixel-only
+    outputs (``detections_2d``, ``debug_image``) keep the image's header.
+    """
+    frame = result.position_frame
+    if not frame or frame == header.frame_id:
+        return header
+    return Header(stamp=header.stamp, frame_id=frame)
 
 
 def detection_array(result: PerceptionResult, header: Header) -> ObjectDetectionArray:

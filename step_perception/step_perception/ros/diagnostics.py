@@ -166,6 +166,7 @@ class Diagnostics:
             ("parse_failures", str(st.parse_failures)),
             ("internal_errors", str(st.internal_errors)),
             ("depth_errors", str(st.depth_errors)),
+            ("missing_transforms", str(st.missing_transforms)),
             ("accepted_commands", str(st.accepted_commands)),
             ("rejected_commands", str(st.rejected_commands)),
         ]

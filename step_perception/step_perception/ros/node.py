@@ -76,6 +76,7 @@ from step_perception.ros.params import (
 )
 from step_perception.ros.qos import DEPTH_KEEP
 from step_perception.ros.query_service import QueryContext, QueryService
+from step_perception.ros.transforms import TfLookup
 
 __all__ = ["NODE_NAME", "PerceptionNode", "main"]
 
@@ -124,6 +125,7 @@ class PerceptionNode(LifecycleNode):
         self._loop: FrameLoop[Any, Image] | None = None
         self._enabled = True
         self._outputs: Outputs | None = None
+        self._tf: TfLookup | None = None  # with target_frame: tf2 for the positions
         self._inputs = CameraInputs(
             self,
             self._loop_group,
@@ -200,7 +202,14 @@ class PerceptionNode(LifecycleNode):
                 max_frame_age_s=config.max_frame_age_s,
             )
             loop = FrameLoop(gate, self._sync, self._clock_jump, use_depth=config.use_depth)
-            perceiver = Perceiver(config, backend, now_ns=self._now_ns)
+            if config.target_frame and self._tf is None:
+                self._tf = TfLookup(self)
+            perceiver = Perceiver(
+                config,
+                backend,
+                now_ns=self._now_ns,
+                lookup_transform=self._tf if config.target_frame else None,
+            )
         except StepPerceptionError as err:
             backend.close()
             self.get_logger().error(f"configure failed: {err}")
@@ -208,7 +217,7 @@ class PerceptionNode(LifecycleNode):
         with self._lock:
             self._settings, self._config = settings, config
             self._backend, self._perceiver, self._loop = backend, perceiver, loop
-        self._outputs = Outputs(self)
+        self._outputs = Outputs(self, vision_msgs=settings.vision_msgs, depth=config.use_depth)
         self.get_logger().info(
             f"configured: backend={backend.name} model={config.model} "
             f"profile={config.model_profile} task={config.task.value} rate_hz={config.rate_hz:g} "

@@ -9,13 +9,21 @@ from rclpy.lifecycle import LifecycleNode
 from rclpy.lifecycle.publisher import LifecyclePublisher
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
+from vision_msgs.msg import Detection2DArray, Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
 from step_perception.core.errors import BackendError, ImageError, ParseError
 from step_perception.core.query import format_stamp
 from step_perception.core.types import PerceptionResult
-from step_perception.ros.conversions import command_msg, detection_array, scene_msg, stamp_to_ns
+from step_perception.ros.conversions import (
+    command_msg,
+    detection_array,
+    position_header,
+    scene_msg,
+    stamp_to_ns,
+)
 from step_perception.ros.qos import output_qos
+from step_perception.ros.vision import detection2d_array, detection3d_array
 from step_perception.ros.viz import debug_image, markers
 
 # The repo's source folder step_perception_msgs/ shadows the built package for mypy.
@@ -27,18 +35,28 @@ _LOG_THROTTLE_S = 5.0
 
 
 class Outputs:
-    """``detections``, ``scene``, ``command``, ``debug_image`` and ``markers`` (lifecycle)."""
+    """``detections``, ``scene``, ``command``, ``debug_image`` and ``markers`` (lifecycle).
 
-    def __init__(self, node: LifecycleNode) -> None:
+    With ``vision_msgs``, also ``detections_2d`` and (with ``depth``) ``detections_3d``.
+    """
+
+    def __init__(
+        self, node: LifecycleNode, *, vision_msgs: bool = True, depth: bool = False
+    ) -> None:
         self._node = node
         qos = output_qos()
+        create = node.create_lifecycle_publisher
         self._pubs: dict[str, LifecyclePublisher] = {
-            "detections": node.create_lifecycle_publisher(ObjectDetectionArray, "detections", qos),
-            "scene": node.create_lifecycle_publisher(SceneDescription, "scene", qos),
-            "command": node.create_lifecycle_publisher(String, "command", qos),
-            "debug_image": node.create_lifecycle_publisher(Image, "debug_image", qos),
-            "markers": node.create_lifecycle_publisher(MarkerArray, "markers", qos),
+            "detections": create(ObjectDetectionArray, "detections", qos),
+            "scene": create(SceneDescription, "scene", qos),
+            "command": create(String, "command", qos),
+            "debug_image": create(Image, "debug_image", qos),
+            "markers": create(MarkerArray, "markers", qos),
         }
+        if vision_msgs:
+            self._pubs["detections_2d"] = create(Detection2DArray, "detections_2d", qos)
+            if depth:
+                self._pubs["detections_3d"] = create(Detection3DArray, "detections_3d", qos)
 
     def destroy(self) -> None:
         """Destroy the publishers (cleanup)."""
@@ -78,8 +96,13 @@ class Outputs:
         pubs, log = self._pubs, self._node.get_logger()
         if not pubs:
             return
-        pubs["detections"].publish(detection_array(result, header))
-        pubs["scene"].publish(scene_msg(result, header))
+        placed = position_header(result, header)
+        pubs["detections"].publish(detection_array(result, placed))
+        if "detections_2d" in pubs:
+            pubs["detections_2d"].publish(detection2d_array(result, header))
+        if "detections_3d" in pubs:
+            pubs["detections_3d"].publish(detection3d_array(result, placed))
+        pubs["scene"].publish(scene_msg(result, placed))
         command = command_msg(result)
         if command is not None:
             pubs["command"].publish(command)
@@ -88,7 +111,7 @@ class Outputs:
                 f"command rejected: {result.command_rejection}",
                 throttle_duration_sec=_LOG_THROTTLE_S,
             )
-        arr = markers(result, header)
+        arr = markers(result, placed)
         if arr is not None:
             pubs["markers"].publish(arr)
         if always_debug or pubs["debug_image"].get_subscription_count() > 0:

@@ -61,9 +61,18 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
         "auto = on except on Fast DDS 2.x, whose filter breaks samples over 64 KB.",
         choices=tuple(m.value for m in ContentFilterMode),
     ),
+    ParamSpec(
+        "vision_msgs",
+        "bool",
+        "Also publish vision_msgs: Detection2DArray on detections_2d and, with use_depth, "
+        "Detection3DArray (the detections that have a position) on detections_3d.",
+    ),
 )
 
-_NODE_DEFAULTS: dict[str, Any] = {"content_filter": ContentFilterMode.AUTO.value}
+_NODE_DEFAULTS: dict[str, Any] = {
+    "content_filter": ContentFilterMode.AUTO.value,
+    "vision_msgs": True,
+}
 _CORE_SPECS = {s.name: s for s in PARAMETERS}
 
 
@@ -73,6 +82,7 @@ class NodeSettings:
 
     config: PerceptionConfig
     content_filter: ContentFilterMode = ContentFilterMode.AUTO
+    vision_msgs: bool = True  # publish detections_2d / detections_3d beside our own messages
 
 
 # YAML 1.1 (what rcl's parameter parser speaks) reads these words as booleans.
@@ -167,7 +177,10 @@ def read_settings(node: Node) -> NodeSettings:
         mode = ContentFilterMode(raw_mode if raw_mode is not None else "auto")
     except ValueError as err:
         raise ConfigError(f"content_filter: {raw_mode!r} is not one of auto, on, off") from err
-    return NodeSettings(config=config, content_filter=mode)
+    vision = node.get_parameter("vision_msgs").value
+    if not isinstance(vision, bool):
+        raise ConfigError(f"vision_msgs: {vision!r} is not true or false")
+    return NodeSettings(config=config, content_filter=mode, vision_msgs=vision)
 
 
 def apply_updates(config: PerceptionConfig, params: Iterable[Parameter]) -> PerceptionConfig:

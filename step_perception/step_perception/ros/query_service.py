@@ -25,7 +25,12 @@ from step_perception.core.loop import FrameLoop
 from step_perception.core.pipeline import Perceiver, frame_input
 from step_perception.core.query import FrameMailbox, query_reply, query_timeout
 from step_perception.core.types import CameraIntrinsics
-from step_perception.ros.conversions import detection_array, scene_msg, stamp_to_ns
+from step_perception.ros.conversions import (
+    detection_array,
+    position_header,
+    scene_msg,
+    stamp_to_ns,
+)
 
 # The repo's source folder step_perception_msgs/ shadows the built package for mypy.
 from step_perception_msgs.srv import Query  # type: ignore[attr-defined]
@@ -111,7 +116,8 @@ class QueryService:
             return response
         reply = query_reply(result, stamp)
         response.success = True
-        response.detections = detection_array(result, msg.header)
-        response.scene = scene_msg(result, msg.header)
+        placed = position_header(result, msg.header)
+        response.detections = detection_array(result, placed)
+        response.scene = scene_msg(result, placed)
         response.answer, response.message = reply.answer, reply.message
         return response

@@ -9,16 +9,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import rclpy
+from geometry_msgs.msg import Point
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Header
 
-rclpy = pytest.importorskip("rclpy")
-msgs = pytest.importorskip("step_perception_msgs.msg")
-srvs = pytest.importorskip("step_perception_msgs.srv")
-
-from geometry_msgs.msg import Point  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
+import step_perception_msgs.msg as msgs
+import step_perception_msgs.srv as srvs
 
 pytestmark = pytest.mark.ros
 

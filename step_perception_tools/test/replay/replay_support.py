@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
 
 _TOOLS_DIR = Path(__file__).resolve().parents[2]  # step_perception_tools/ (the ROS package)
 # The source trees of both Python packages, so the child runs this checkout's code.
@@ -35,3 +41,88 @@ def start_cli(*args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+# --------------------------------------------------------------------------- truth cassette
+
+# How far the boxes of the truth answer may move through the pipeline and back (sent-image
+# rounding only): a box off by one source pixel on a 320x240 scene scores a mean IoU near 0.9.
+MIN_TRUTH_MEAN_IOU = 0.995
+
+
+def _decoded_size(data: bytes) -> tuple[int, int]:
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert img is not None, "undecodable image"
+    return int(img.shape[1]), int(img.shape[0])
+
+
+def truth_answer(truth: Sequence[Any], source: tuple[int, int], sent: tuple[int, int],
+                 profile: str) -> str:  # fmt: skip
+    """What a perfect model answers, written out here from the truth boxes and the sent size.
+
+    No project code: the sent image is the whole source image resized to ``sent`` (no crop, no
+    padding), so a source pixel (x, y) is at (x * sent_w / source_w, y * sent_h / source_h)
+    in it. ``qwen2_5_vl`` boxes are in those pixels, ``step3p7``/``generic`` ones in 0-1000 of
+    the sent image, both [x1, y1, x2, y2] under "bbox_2d".
+    """
+    (src_w, src_h), (sent_w, sent_h) = source, sent
+    objects = []
+    for d in truth:
+        xs = [d.box.x1 * sent_w / src_w, d.box.x2 * sent_w / src_w]
+        ys = [d.box.y1 * sent_h / src_h, d.box.y2 * sent_h / src_h]
+        if profile == "qwen2_5_vl":
+            box = [xs[0], ys[0], xs[1], ys[1]]
+        elif profile in ("step3p7", "generic"):
+            box = [xs[0] / sent_w * 1000, ys[0] / sent_h * 1000,
+                   xs[1] / sent_w * 1000, ys[1] / sent_h * 1000]  # fmt: skip
+        else:
+            raise AssertionError(f"no truth answer written out for profile {profile}")
+        objects.append({"label": d.label, "bbox_2d": [round(v, 3) for v in box], "score": 1.0})
+    return json.dumps({"objects": objects, "summary": f"{len(objects)} objects"})
+
+
+def write_truth_cassette(frames: Iterable[Any], config: Any, path: Path) -> int:
+    """A replay cassette answering each frame with its ground truth (``truth_answer``).
+
+    Only the cassette key (which image bytes and which prompt the node sends) comes from the
+    pipeline, since the replay backend looks answers up by it; the answer does not. The sent
+    size is read from the sent JPEG itself.
+    """
+    from step_perception.backends.cassette import CassetteEntry
+    from step_perception.core.imaging import prepare
+    from step_perception.core.prompts import build_request
+
+    n = 0
+    with path.open("a", encoding="utf-8") as out:
+        for frame in frames:
+            if frame.truth is None:
+                continue
+            msg = frame.image
+            source = (
+                (int(msg.width), int(msg.height))
+                if hasattr(msg, "width")
+                else _decoded_size(bytes(msg.data))
+            )
+            image = prepare(
+                msg,
+                max_side=config.max_image_side,
+                max_pixels=config.max_pixels,
+                jpeg_quality=config.jpeg_quality,
+            )
+            request = build_request(config, image)
+            sent = _decoded_size(image.data)
+            text = truth_answer(frame.truth, source, sent, config.model_profile)
+            entry = CassetteEntry(
+                key=request.cache_key(),
+                model=request.model,
+                profile=request.profile,
+                image_sha256=image.sha256,
+                text=text,
+                latency_s=0.0,
+                endpoint="truth",
+                usage=None,
+                attempts=1,
+            )
+            out.write(entry.to_json() + "\n")
+            n += 1
+    return n

@@ -1,9 +1,9 @@
-"""Replay a generated bag into the real node over DDS (replay backend + an oracle cassette),
-record its outputs, twice: both recordings must hold identical outputs, and score perfectly."""
+"""Replay a generated bag into the real node over DDS (replay backend + a cassette answering the
+ground truth), record its outputs, twice: both recordings must hold identical outputs, and score
+perfectly."""
 
 from __future__ import annotations
 
-import importlib.util
 import signal
 import subprocess
 import sys
@@ -11,24 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("rclpy")
-pytest.importorskip("step_perception_msgs.msg")
-if importlib.util.find_spec("step_perception.ros.node") is None:
-    pytest.skip("step_perception.ros.node is not there yet", allow_module_level=True)
-
-from replay_support import cli_command, cli_env
+from replay_support import MIN_TRUTH_MEAN_IOU, cli_command, cli_env, write_truth_cassette
 from rosbags.rosbag2 import Reader
 from step_perception.core.config import PerceptionConfig
 from step_perception_tools.evaluate import evaluate
-from step_perception_tools.offline import write_oracle_cassette
 
 from step_perception_tools import bags
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 NS = "/camera"
-# The node's parameters; the oracle cassette is keyed for exactly these.
+# The node's parameters; the truth cassette is keyed for exactly these.
 PARAMS = {
     "backend": "replay",
     "model_profile": "step3p7",
@@ -99,7 +92,7 @@ def _run_once(scenes: Path, cassette: Path, out: Path) -> Path:
         )  # fmt: skip
         assert replay.returncode == 0, replay.stderr
         assert "no subscriber" not in replay.stderr, replay.stderr
-        assert "lockstep: 8 answered, 0 timed out" in replay.stderr, replay.stderr
+        assert "lockstep: 8 answered, 0 unanswered" in replay.stderr, replay.stderr
         time.sleep(2.0)  # the last answers reach the recorder
         assert node.poll() is None, (out / "node.log").read_text()[-3000:]
     finally:
@@ -127,9 +120,10 @@ def test_node_outputs_are_identical_on_two_replays(tmp_path: Path):
     # make-scenes writes /camera/{image_raw,camera_info,depth/image_raw}: the node's inputs in NS
     assert bags.CameraTopics().image == f"{NS}/image_raw"
     make_scenes(scenes, count=8, seed=11, width=320, height=240, fps=10.0, jobs=1)
-    cassette = tmp_path / "oracle.jsonl"
+    # answers written out from the truth boxes and the sent size (replay_support.truth_answer)
+    cassette = tmp_path / "truth.jsonl"
     config = PerceptionConfig.from_mapping({**PARAMS, "cassette": str(cassette)})
-    assert write_oracle_cassette(bags.read_scene_frames(scenes), config, cassette) == 8
+    assert write_truth_cassette(bags.read_scene_frames(scenes), config, cassette) == 8
 
     first = _run_once(scenes, cassette, tmp_path / "a")
     second = _run_once(scenes, cassette, tmp_path / "b")
@@ -142,4 +136,7 @@ def test_node_outputs_are_identical_on_two_replays(tmp_path: Path):
     report = evaluate(truth, bags.read_detections(first, f"{NS}/detections")).report
     assert report.answered_fraction == 1.0
     assert report.precision == 1.0 and report.recall == 1.0
+    assert report.label_accuracy == 1.0
+    assert report.mean_iou is not None and report.mean_iou >= MIN_TRUTH_MEAN_IOU, report
+    assert report.position_pairs == report.truth_objects
     assert report.position_error_median_m is not None and report.position_error_median_m < 0.02

@@ -8,23 +8,21 @@ import time
 from pathlib import Path
 
 import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import Point
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from replay_support import start_cli
+from rosbags.rosbag2 import Reader
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+from step_perception.ros.messages import stamp_ns
+from step_perception_tools.record import OUTPUT_TOPICS
+from visualization_msgs.msg import Marker, MarkerArray
 
-rclpy = pytest.importorskip("rclpy")
-msgs = pytest.importorskip("step_perception_msgs.msg")
-
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from geometry_msgs.msg import Point  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from replay_support import start_cli  # noqa: E402
-from rosbags.rosbag2 import Reader  # noqa: E402
-from rosgraph_msgs.msg import Clock  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
-from step_perception.ros.messages import stamp_ns  # noqa: E402
-from step_perception_tools.record import OUTPUT_TOPICS  # noqa: E402
-from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
-
-from step_perception_tools import bags  # noqa: E402
+import step_perception_msgs.msg as msgs
+from step_perception_tools import bags
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -135,8 +133,9 @@ def test_records_outputs_until_sigint(tmp_path: Path):
 
 def _check_with_independent_mcap_reader(path: Path) -> None:
     """Foxglove's Python MCAP tools decode the recorded bytes from the embedded schemas alone."""
-    mcap_reader = pytest.importorskip("mcap.reader")
-    mcap_ros2 = pytest.importorskip("mcap_ros2.decoder")
+    import mcap.reader as mcap_reader
+    import mcap_ros2.decoder as mcap_ros2
+
     with path.open("rb") as fh:
         reader = mcap_reader.make_reader(fh, decoder_factories=[mcap_ros2.DecoderFactory()])
         labels = [

@@ -3,6 +3,7 @@ remapping, topic filter, loop and a clean stop on SIGINT."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections import defaultdict
@@ -10,16 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from replay_support import start_cli
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image
 
-rclpy = pytest.importorskip("rclpy")
-
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from replay_support import start_cli  # noqa: E402
-from rosgraph_msgs.msg import Clock  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
-
-from step_perception_tools import bags  # noqa: E402
+from step_perception_tools import bags
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -159,7 +158,7 @@ def test_default_sensor_qos_reaches_a_best_effort_subscriber(small_scenes: Path)
         assert bytes(msg.data) == frames[_stamp(msg)].rgb.tobytes()
 
 
-def test_lockstep_waits_for_each_answer(small_scenes: Path):
+def test_lockstep_waits_for_each_answer(small_scenes: Path, tmp_path: Path):
     """A slow 'node' (answers 0.3 s after each frame) still gets every frame, one at a time."""
     from std_msgs.msg import Header
 
@@ -167,11 +166,13 @@ def test_lockstep_waits_for_each_answer(small_scenes: Path):
     listener = Listener({"/camera/image_raw": Image})
     answers = listener.node.create_publisher(Header, "/answers", RELIABLE)
     answered: list[tuple[float, int]] = []
+    trips_file = tmp_path / "round_trips.json"
     try:
         proc = start_cli(
             "replay", str(small_scenes), "--reliable", "--rate", "10",
             "--wait-for-subscribers", "20", "--delay", "1", "--topics", "/camera/image_raw",
             "--lockstep", "/answers", "--lockstep-timeout", "20", "--quiet",
+            "--lockstep-latency-out", str(trips_file),
         )  # fmt: skip
         end = time.monotonic() + 90
         while proc.poll() is None and time.monotonic() < end:
@@ -183,7 +184,7 @@ def test_lockstep_waits_for_each_answer(small_scenes: Path):
                 answered.append((time.monotonic(), _stamp(msg)))
         _, err = proc.communicate(timeout=10)
         assert proc.returncode == 0, err
-        assert "lockstep: 8 answered, 0 timed out" in err
+        assert "lockstep: 8 answered, 0 unanswered" in err
     finally:
         listener.close()
     got = listener.got["/camera/image_raw"]
@@ -191,6 +192,10 @@ def test_lockstep_waits_for_each_answer(small_scenes: Path):
     # frame k+1 only left after the answer to frame k (at rate 10 they would come 10 ms apart)
     for (answer_t, stamp), (next_t, _) in zip(answered, got[1:], strict=False):
         assert next_t > answer_t, stamp
+    # the replay measured each frame's round trip: the 'node' answered 0.3 s after receipt
+    trips = json.loads(trips_file.read_text())
+    assert len(trips) == 8
+    assert all(0.3 <= t < 5.0 for t in trips), trips
 
 
 def test_missing_topic_is_a_clear_error(small_scenes: Path):

@@ -18,7 +18,7 @@ def _help(capsys, *argv: str) -> str:
 
 def test_top_level_help_lists_every_subcommand(capsys):
     text = _help(capsys)
-    for sub in ("make-scenes", "replay", "record", "eval", "run-offline"):
+    for sub in ("make-scenes", "replay", "record", "eval", "run-offline", "plan-gpu"):
         assert sub in text
 
 
@@ -34,6 +34,13 @@ def test_subcommand_help(capsys):
     assert "--use-sim-time" in _help(capsys, "record")
     assert "--truth" in _help(capsys, "eval")
     assert "--oracle-cassette" in _help(capsys, "run-offline")
+    assert "--image-side" in _help(capsys, "plan-gpu") and "--json" in _help(capsys, "plan-gpu")
+
+
+def test_plan_gpu_through_the_cli(capsys):
+    assert cli.main(["plan-gpu", "--dtype", "fp8", "--gpu", "H200-141GB"]) == 0
+    out = capsys.readouterr().out
+    assert "step3p7-flash in fp8" in out and "H200-141GB" in out and "fits on 2" in out
 
 
 @pytest.mark.parametrize(

@@ -162,3 +162,88 @@ def test_evaluate_bags_writes_report_and_pngs(tmp_path):
     assert cv2.imread(str(tmp_path / "eval" / "samples.png")).shape[1] == 1280
     text = console.export_text()
     assert "precision (exact label)" in text and "0.400" in text
+
+
+def test_lockstep_report_shows_only_the_measured_round_trips(tmp_path):
+    """Stamp -> receipt left out (void in lockstep): no such rows; the round trips instead."""
+    from step_perception_tools.evaluate import print_report, write_latency_histogram
+
+    trips = (0.05, 0.07, 0.06, 0.2)
+    r = evaluate(TRUTH, OUTPUTS, stamp_latency=False, round_trips_s=trips).report
+    assert r.latency_count == 0 and r.latency_median_s is None and r.latency_max_s is None
+    assert r.round_trip_count == 4
+    assert r.round_trip_median_s == pytest.approx(0.065)
+    # p95 (linear) between 0.07 and 0.2: 0.07 + 0.85 * 0.13
+    assert r.round_trip_p95_s == pytest.approx(0.07 + 0.85 * 0.13)
+    assert r.round_trip_max_s == pytest.approx(0.2)
+    assert r.true_positives == 2  # scoring itself is unchanged
+    console = Console(record=True, width=140)
+    print_report(r, console)
+    text = console.export_text()
+    assert "latency median" not in text and "round trip median" in text and "65.0 ms" in text
+    assert "frame published -> answer received" in text
+    # the plot has one panel, for the round trips only
+    import cv2
+
+    write_latency_histogram((), tmp_path / "rt.png", trips)
+    write_latency_histogram((0.1, 0.2, 0.3), tmp_path / "both.png", trips)
+    write_latency_histogram((), tmp_path / "none.png")
+    one, both = cv2.imread(str(tmp_path / "rt.png")), cv2.imread(str(tmp_path / "both.png"))
+    assert one.shape[0] == 400 and both.shape[0] == 800
+    assert cv2.imread(str(tmp_path / "none.png")) is not None
+
+
+def test_real_time_report_keeps_stamp_latency_rows():
+    console = Console(record=True, width=140)
+    from step_perception_tools.evaluate import print_report
+
+    r = evaluate(TRUTH, OUTPUTS).report
+    assert r.round_trip_count == 0 and r.round_trip_median_s is None
+    print_report(r, console)
+    text = console.export_text()
+    assert "latency median" in text and "source stamp -> receipt" in text
+    assert "round trip" not in text
+
+
+def test_node_latency_comes_from_the_run_bags_diagnostics(tmp_path):
+    """The node's own p50 / p95 (its last /diagnostics status) become rows of the report."""
+    from rosbags.typesys.stores.ros2_jazzy import (
+        builtin_interfaces__msg__Time as Time,
+    )
+    from rosbags.typesys.stores.ros2_jazzy import (
+        diagnostic_msgs__msg__DiagnosticArray as DiagnosticArray,
+    )
+    from rosbags.typesys.stores.ros2_jazzy import (
+        diagnostic_msgs__msg__DiagnosticStatus as DiagnosticStatus,
+    )
+    from rosbags.typesys.stores.ros2_jazzy import diagnostic_msgs__msg__KeyValue as KeyValue
+    from rosbags.typesys.stores.ros2_jazzy import std_msgs__msg__Header as Header
+    from step_perception_tools.evaluate import node_diagnostics, print_report
+
+    store = bags.typestore()
+    run_bag = tmp_path / "run"
+    out = bags.open_writer(run_bag)
+    conn = out.add_connection("/diagnostics", DiagnosticArray.__msgtype__, typestore=store)
+    for i, (p50, p95) in enumerate((("0.5", "0.9"), ("0.081", "0.2"))):  # the last one counts
+        status = DiagnosticStatus(
+            level=0,
+            name="perception_node: step_perception",
+            message="ok",
+            hardware_id="",
+            values=[
+                KeyValue(key="latency_p50_s", value=p50),
+                KeyValue(key="latency_p95_s", value=p95),
+            ],
+        )
+        msg = DiagnosticArray(
+            header=Header(stamp=Time(sec=i, nanosec=0), frame_id=""), status=[status]
+        )
+        out.write(conn, (i + 1) * S, store.serialize_cdr(msg, DiagnosticArray.__msgtype__))
+    out.close()
+    assert node_diagnostics(run_bag) == {"latency_p50_s": "0.081", "latency_p95_s": "0.2"}
+    r = evaluate(TRUTH, OUTPUTS, node_latency_s=(0.081, 0.2)).report
+    assert (r.node_latency_p50_s, r.node_latency_p95_s) == (0.081, 0.2)
+    console = Console(record=True, width=140)
+    print_report(r, console)
+    text = console.export_text()
+    assert "node latency p50" in text and "81.0 ms" in text

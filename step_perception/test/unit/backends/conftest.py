@@ -95,16 +95,31 @@ def _serve_cli() -> str:
     return found
 
 
+#: The embedded reference model (models/tabletop-ref): it answers synthetic scenes in JSON.
+REFERENCE_MODEL_DIR = Path(__file__).resolve().parents[4] / "models" / "tabletop-ref"
+
+
 @pytest.fixture(scope="session")
 def serve_url(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``http://127.0.0.1:PORT/v1`` of a real ``transformers serve`` of the tiny model."""
+    yield from _serve(tiny_model_dir, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def reference_serve_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``http://127.0.0.1:PORT/v1`` of a real ``transformers serve`` of the reference model."""
+    assert (REFERENCE_MODEL_DIR / "config.json").is_file(), f"missing {REFERENCE_MODEL_DIR}"
+    yield from _serve(REFERENCE_MODEL_DIR, tmp_path_factory, "--trust-remote-code")
+
+
+def _serve(model_dir: Path, tmp_path_factory: pytest.TempPathFactory, *extra: str) -> Iterator[str]:
     port = _free_port()
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_NO_ADVISORY_WARNINGS="1")
     cmd = [
         _serve_cli(),
         "serve",
-        str(tiny_model_dir),
+        str(model_dir),
         "--host",
         "127.0.0.1",
         "--port",
@@ -113,6 +128,7 @@ def serve_url(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         "cpu",
         "--log-level",
         "warning",
+        *extra,
     ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

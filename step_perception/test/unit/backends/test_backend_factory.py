@@ -101,11 +101,15 @@ def test_bad_settings_are_config_errors(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         make_backend(kind, **settings)
-    assert kind in BACKEND_KINDS or message == "unknown backend kind"
+
+
+def test_backend_kinds_are_the_documented_ones() -> None:
+    # README "Backends" and params.yaml name these; the node's `backend` parameter takes them
+    assert BACKEND_KINDS == ("openai", "transformers", "record", "replay")
 
 
 def test_backend_from_config_builds_each_kind(tmp_path: Path) -> None:
-    from step_perception.backends.cassette import CassetteBackend
+    from step_perception.backends.cassette import CassetteBackend, CassetteMode
     from step_perception.backends.factory import backend_from_config
     from step_perception.backends.openai import OpenAIBackend
     from step_perception.core.config import PerceptionConfig
@@ -115,6 +119,7 @@ def test_backend_from_config_builds_each_kind(tmp_path: Path) -> None:
     )
     try:
         assert isinstance(live, OpenAIBackend)
+        assert live.config.endpoints == ("http://127.0.0.1:9/v1",)
     finally:
         live.close()
 
@@ -130,6 +135,7 @@ def test_backend_from_config_builds_each_kind(tmp_path: Path) -> None:
     )
     try:
         assert isinstance(recording, CassetteBackend)
+        assert recording.mode is CassetteMode.RECORD and recording.path == cassette
     finally:
         recording.close()
     assert cassette.exists()
@@ -139,6 +145,7 @@ def test_backend_from_config_builds_each_kind(tmp_path: Path) -> None:
     )
     try:
         assert isinstance(replaying, CassetteBackend)
+        assert replaying.mode is CassetteMode.REPLAY and len(replaying) == 0  # nothing recorded
         assert replaying.health().healthy
     finally:
         replaying.close()

@@ -33,7 +33,7 @@ FAST: dict[str, Any] = {
     "backoff_base_s": 0.01,
     "backoff_cap_s": 0.05,
     "breaker_threshold": 3,
-    "breaker_cooldown_s": 0.3,
+    "probe_interval_s": 0.3,
     "probe_timeout_s": 0.5,
 }
 
@@ -317,22 +317,24 @@ def test_deadline_caps_the_attempt_timeout() -> None:
     assert time.monotonic() - t0 < 1.5
 
 
-def test_breaker_opens_then_recovers_after_cooldown_and_probe() -> None:
+def test_breaker_opens_then_a_waiting_request_rides_the_first_passed_probe() -> None:
     with FaultServer(default=Behaviour("status", status=503)) as srv:
-        b = backend(srv.base_url, breaker_threshold=2, max_retries=1, breaker_cooldown_s=0.3)
+        b = backend(srv.base_url, breaker_threshold=2, max_retries=1, probe_interval_s=0.3)
         try:
             assert isinstance(failure(b), BackendUnavailableError)
             assert srv.chat_hits == 2
             health = b.health()
             assert (health.healthy, health.state) == (False, "open")
-            # Open: refused at once, nothing sent, no probe before the cooldown.
-            err = failure(b)
+            assert "probe in" in health.detail
+            # Open: a request whose deadline comes before the first probe is refused, and
+            # nothing is sent; the probe route answers fine, but no probe is due yet.
+            err = failure(b, deadline=time.monotonic() + 0.05)
             assert isinstance(err, BackendUnavailableError)
             assert "no endpoint can take the request" in str(err)
             assert (srv.chat_hits, srv.models_hits) == (2, 0)
             srv.set(default=Behaviour())
-            time.sleep(0.35)
-            reply = result(b)
+            # A request with time to spare waits for the probe and is the half-open trial.
+            reply = result(b, deadline=time.monotonic() + 5.0)
             assert (srv.chat_hits, srv.models_hits) == (3, 1)
             assert reply.attempts == 1
             assert b.health().state == "closed"
@@ -340,30 +342,34 @@ def test_breaker_opens_then_recovers_after_cooldown_and_probe() -> None:
             b.close()
 
 
-def test_breaker_stays_open_when_probe_fails() -> None:
+def test_breaker_stays_open_while_probes_fail_and_probes_keep_their_interval() -> None:
     with FaultServer(default=Behaviour("status", status=500)) as srv:
-        b = backend(srv.base_url, breaker_threshold=1, max_retries=0, breaker_cooldown_s=0.2)
+        srv.state.models_status = 500
+        b = backend(srv.base_url, breaker_threshold=1, max_retries=0, probe_interval_s=0.2)
         try:
             failure(b)
             srv.set(default=Behaviour())
-            srv.state.models_status = 500
-            time.sleep(0.25)
-            err = failure(b)
+            err = failure(b, deadline=time.monotonic() + 1.0)
             assert isinstance(err, BackendUnavailableError)
-            assert (srv.chat_hits, srv.models_hits) == (1, 1)
+            assert srv.chat_hits == 1
             assert b.health().state == "open"
         finally:
             b.close()
+        probes = srv.state.models_times
+    assert 2 <= len(probes) <= 1.0 / 0.2 + 2, probes
+    # Probe starts are >= probe_interval_s apart (arrivals may jitter by the loaded machine).
+    assert (probes[-1] - probes[0]) >= (len(probes) - 1) * 0.2 - 0.1, probes
 
 
 def test_half_open_trial_failure_reopens() -> None:
     with FaultServer(default=Behaviour("status", status=500)) as srv:
-        b = backend(srv.base_url, breaker_threshold=2, max_retries=1, breaker_cooldown_s=0.2)
+        b = backend(srv.base_url, breaker_threshold=2, max_retries=1, probe_interval_s=0.2)
         try:
             failure(b)  # two failures: open
-            time.sleep(0.25)
-            failure(b)  # probe passes (GET /models is fine), the trial fails: open again
-            assert (srv.chat_hits, srv.models_hits) == (3, 1)
+            # The probe passes (GET /models is fine), the trial fails: open again.
+            err = failure(b, deadline=time.monotonic() + 0.35)
+            assert "HTTP 500" in str(err)
+            assert srv.chat_hits == 3 and srv.models_hits >= 1
             assert b.health().state == "open"
         finally:
             b.close()
@@ -375,21 +381,19 @@ def test_slow_probe_past_the_deadline_sends_nothing_and_blames_no_one() -> None:
             srv.base_url,
             breaker_threshold=1,
             max_retries=0,
-            breaker_cooldown_s=0.2,
+            probe_interval_s=0.2,
             probe_timeout_s=5.0,
         )
         try:
             failure(b)  # open
             srv.set(default=Behaviour())
             srv.state.models_delay_s = 1.0  # the probe passes, but slowly
-            time.sleep(0.25)
             err = failure(b, deadline=time.monotonic() + 0.5)
-            assert isinstance(err, BackendTimeoutError)
-            assert "could be sent" in str(err)
-            # Nothing was sent with no time left, and the healthy server is not re-opened.
-            assert (srv.chat_hits, srv.models_hits) == (1, 1)
-            assert b.health().state == "half_open"
-            assert result(b).attempts == 1  # the trial passes: closed
+            assert isinstance(err, BackendUnavailableError)
+            assert "open (probing)" in str(err)
+            # Nothing was sent while the probe ran, and the healthy server is not re-opened.
+            assert srv.chat_hits == 1
+            assert result(b, deadline=time.monotonic() + 5.0).attempts == 1  # rides the probe
             assert b.health().state == "closed"
         finally:
             b.close()

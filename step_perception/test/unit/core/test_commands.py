@@ -103,3 +103,14 @@ def test_anything_accepted_is_one_grammatical_line(name, target, label, frame, p
         text = d.command.text()
         assert COMMAND_RE.fullmatch(text) and "\n" not in text
         assert d.command.action in ALLOWED
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["PIC\u212a", "P\u0130CK", "p\u0456ck", "\uff50\uff49\uff43\uff4b", "pick\u0301", "st\u043ep"],
+)
+def test_look_alike_actions_are_never_allowed(name):
+    # Unicode lowercasing maps the Kelvin sign to "k": only ASCII names are case-folded.
+    d = decide_command(ProposedAction(name, "0"), DETS, ALLOWED, "cam")
+    assert d.command is None and d.reason is RejectReason.NOT_ALLOWED
+    assert d.detail.isascii()

@@ -88,9 +88,13 @@ def test_tolerant_extraction(wrap):
 
 def test_single_bare_object_and_empty_list():
     a = parse_answer('{"label": "ball", "bbox_2d": [0, 0, 500, 500]}', STEP, IMG)
-    assert len(a.detections) == 1
+    (ball,) = a.detections
+    assert ball.label == "ball"
+    assert (ball.box.x1, ball.box.y1) == (0.0, 0.0)
+    assert ball.box.x2 == pytest.approx(960.0) and ball.box.y2 == pytest.approx(540.0)
     assert parse_answer("[]", STEP, IMG).detections == ()
-    assert parse_answer('{"objects": [], "summary": "empty table"}', STEP, IMG).summary
+    empty = parse_answer('{"objects": [], "summary": "empty table"}', STEP, IMG)
+    assert empty.detections == () and empty.summary == "empty table"
 
 
 def test_validation_drops_bad_objects_and_clamps():
@@ -188,7 +192,7 @@ def test_stray_list_of_other_dicts_in_trailing_prose_does_not_win():
 def test_reasoning_tags_in_any_case_are_ignored():
     # Were the block not stripped, its (later) JSON would win as the last answer.
     text = json.dumps(OBJ) + '<THINK>or maybe {"objects": []}</Think>'
-    assert len(parse_answer(text, STEP, IMG).detections) == 2
+    assert [d.label for d in parse_answer(text, STEP, IMG).detections] == ["red cube", "blue mug"]
 
 
 # -- property tests -------------------------------------------------------------------------
@@ -298,9 +302,10 @@ def test_norm1000_round_trip_through_the_transform(img, fx, fy, fw, fh):
     sw, sh = img.source_width, img.source_height
     x1, y1 = fx * sw, fy * sh
     x2, y2 = min(sw, x1 + fw * sw), min(sh, y1 + fh * sh)
-    sx1, sy1 = img.transform.to_sent(x1, y1)
-    sx2, sy2 = img.transform.to_sent(x2, y2)
-    if sx2 - sx1 < 1.0 or sy2 - sy1 < 1.0:
+    # written out, not the transform under test: the sent image is the source resized
+    kx, ky = img.width / sw, img.height / sh
+    sx1, sy1, sx2, sy2 = x1 * kx, y1 * ky, x2 * kx, y2 * ky
+    if sx2 - sx1 < 1.001 or sy2 - sy1 < 1.001:  # 1 px, give or take the float round trip
         return  # degenerate in the sent image: dropping it is correct
     norm = [
         sx1 / img.width * 1000,
@@ -327,4 +332,17 @@ def test_answer_wrapped_in_another_object_is_found():
 def test_long_reasoning_with_many_brackets_before_the_answer():
     reasoning = "Looking at [region 1] and [x, y] candidates {maybe}. " * 2000
     a = parse_answer(reasoning + json.dumps(OBJ), STEP, IMG)
-    assert len(a.detections) == 2
+    assert [d.label for d in a.detections] == ["red cube", "blue mug"]
+    assert a.detections[0].box.x1 == pytest.approx(192.0)  # 100/1000 of 1920
+
+
+def test_invisible_and_control_characters_never_reach_labels_or_actions():
+    objs = [
+        {"label": "red\u202e cube\u200b", "bbox_2d": [0, 0, 500, 500]},
+        {"label": "\ud800blue\x85mug\u2028", "bbox_2d": [500, 500, 900, 900]},
+    ]
+    answer = {"objects": objs, "summary": "a\u00adb\ufeff", "action": {"name": "PIC\u212a"}}
+    a = parse_answer(json.dumps(answer), STEP, IMG)  # json.dumps escapes them as \\uXXXX
+    assert [d.label for d in a.detections] == ["red cube", "blue mug"]
+    assert a.summary == "ab"
+    assert a.action is not None and a.action.name == "PIC\u212a"  # kept as written, not "pick"

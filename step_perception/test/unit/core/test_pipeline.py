@@ -271,3 +271,52 @@ def test_frame_input_builder_reads_the_size_when_the_image_has_one():
     assert (f.image, f.depth, f.intrinsics, f.prompt, f.timeout_s) == (raw, "d", K, "mug", 1.5)
     compressed = frame_input(SimpleNamespace(format="jpeg", data=b""), 6, "cam", task=Task.LOCATE)
     assert compressed.meta == FrameMeta(6, "cam", 0, 0) and compressed.task is Task.LOCATE
+
+
+def test_rigid_transform_rotates_then_translates():
+    from step_perception.core.types import Point3, RigidTransform
+
+    s = 0.5**0.5
+    t = RigidTransform(translation=(1.0, 2.0, 3.0), rotation=(0.0, 0.0, s, s))  # 90 deg about z
+    got = t.apply(Point3(0.5, -0.25, 2.0))
+    assert (got.x, got.y, got.z) == pytest.approx((0.25 + 1.0, 0.5 + 2.0, 2.0 + 3.0))
+    ident = RigidTransform(translation=(0.0, 0.0, 0.0), rotation=(0.0, 0.0, 0.0, 1.0))
+    assert ident.apply(Point3(1.0, 2.0, 3.0)) == Point3(1.0, 2.0, 3.0)
+
+
+def test_target_frame_moves_positions_and_the_command_through_the_injected_lookup(
+    perceiver_factory,
+):
+    from step_perception.core.types import RigidTransform
+
+    asked = []
+
+    def lookup(target, source, stamp_ns):
+        asked.append((target, source, stamp_ns))
+        return RigidTransform(translation=(10.0, 0.0, 0.0), rotation=(0.0, 0.0, 0.0, 1.0))
+
+    config = PerceptionConfig(target_frame="base_link", task=Task.COMMAND)
+    plain = perceiver_factory(
+        CannedBackend(json.dumps(ANSWER)), PerceptionConfig(task=Task.COMMAND)
+    )
+    moved = perceiver_factory(CannedBackend(json.dumps(ANSWER)), config, lookup_transform=lookup)
+    a = plain.submit(frame(depth=depth_msg(), intrinsics=K)).result(timeout=10)
+    b = moved.submit(frame(depth=depth_msg(), intrinsics=K)).result(timeout=10)
+    assert asked == [("base_link", "cam_optical", META.stamp_ns)]  # the image's stamp
+    assert a.position_frame == "cam_optical" and b.position_frame == "base_link"
+    for da, db in zip(a.detections, b.detections, strict=True):
+        assert db.position.x == pytest.approx(da.position.x + 10.0)
+        assert (db.position.y, db.position.z) == (da.position.y, da.position.z)
+    assert [r.relation for r in a.relations] == [r.relation for r in b.relations]  # camera frame
+    assert "frame=base_link" in b.command.text() and "frame=cam_optical" in a.command.text()
+
+
+def test_missing_transform_drops_positions_and_is_counted(perceiver_factory):
+    config = PerceptionConfig(target_frame="base_link")
+    p = perceiver_factory(
+        CannedBackend(json.dumps(ANSWER)), config, lookup_transform=lambda *_: None
+    )
+    r = p.submit(frame(depth=depth_msg(), intrinsics=K)).result(timeout=10)
+    assert r.detections and all(d.position is None for d in r.detections)
+    assert r.position_frame == "cam_optical"
+    assert p.stats().missing_transforms == 1

@@ -11,12 +11,9 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
-from step_perception.core.types import Box2D  # noqa: E402
-from step_perception_tools.scenes import LABELS, render_scene  # noqa: E402
+import transformers
+from step_perception.core.types import Box2D
+from step_perception_tools.scenes import LABELS, render_scene
 
 MODEL_DIR = Path(__file__).resolve().parents[4] / "models" / "tabletop-ref"
 HELD_OUT_SEED = 4242  # never used for training (models/training/train_config.json)
@@ -68,23 +65,33 @@ def _to_source(box: list[int], w: int, h: int) -> Box2D:
     return Box2D(box[0] * w / 1000, box[1] * h / 1000, box[2] * w / 1000, box[3] * h / 1000)
 
 
-def test_detect_finds_the_objects_of_a_held_out_scene(loaded: tuple[Any, Any]) -> None:
-    scene = render_scene(HELD_OUT_SEED, 0)
-    ans = _ask(loaded, scene.rgb, "Detect all objects.\nTask: detect\nRequest: ")
+def _found(scene: Any, objects: list[dict[str, Any]]) -> int:
+    """How many truth objects an answer found: same label, IoU >= 0.5 in source pixels."""
     h, w = scene.rgb.shape[:2]
-    assert ans["objects"], ans
-    for o in ans["objects"]:
-        assert o["label"] in LABELS
-        assert all(0 <= v <= 1000 for v in o["bbox_2d"])
-        assert 0 <= o["score"] <= 1
-    hits = 0
-    for truth in scene.objects:
-        tb = Box2D(*truth.box)
-        hits += any(
-            o["label"] == truth.label and _to_source(o["bbox_2d"], w, h).iou(tb) >= 0.5
-            for o in ans["objects"]
-        )
-    assert hits >= len(scene.objects) - 1  # held-out recall is ~0.95
+    boxes = [(o["label"], _to_source(o["bbox_2d"], w, h)) for o in objects]
+    return sum(
+        any(label == t.label and box.iou(Box2D(*t.box)) >= 0.5 for label, box in boxes)
+        for t in scene.objects
+    )
+
+
+def test_detect_finds_the_objects_of_held_out_scenes(loaded: tuple[Any, Any]) -> None:
+    found = total = 0
+    for index in range(4):
+        scene = render_scene(HELD_OUT_SEED, index)
+        assert scene.objects, "a scene with objects"
+        ans = _ask(loaded, scene.rgb, "Detect all objects.\nTask: detect\nRequest: ")
+        for o in ans["objects"]:
+            assert o["label"] in LABELS
+            assert all(0 <= v <= 1000 for v in o["bbox_2d"])
+            assert 0 <= o["score"] <= 1
+        # at most one false positive per scene, and most objects found in each scene
+        assert len(ans["objects"]) <= len(scene.objects) + 1, ans
+        hits = _found(scene, ans["objects"])
+        assert hits >= max(1, len(scene.objects) - 1), (index, ans)
+        found += hits
+        total += len(scene.objects)
+    assert found >= total - 1, (found, total)  # held-out recall is ~0.95: one miss in ~18
 
 
 def test_locate_and_command_pick_the_named_object(loaded: tuple[Any, Any]) -> None:
@@ -92,6 +99,8 @@ def test_locate_and_command_pick_the_named_object(loaded: tuple[Any, Any]) -> No
     target = scene.objects[0]
     ans = _ask(loaded, scene.rgb, f"Task: locate\nRequest: the {target.label}")
     assert [o["label"] for o in ans["objects"]] == [target.label]
+    h, w = scene.rgb.shape[:2]
+    assert _to_source(ans["objects"][0]["bbox_2d"], w, h).iou(Box2D(*target.box)) >= 0.5, ans
     cmd = _ask(
         loaded,
         scene.rgb,
@@ -104,11 +113,21 @@ def test_locate_and_command_pick_the_named_object(loaded: tuple[Any, Any]) -> No
 def test_describe_gives_relations_and_summary(loaded: tuple[Any, Any]) -> None:
     scene = render_scene(HELD_OUT_SEED, 2)
     ans = _ask(loaded, scene.rgb, "Task: describe\nRequest: ")
-    n = len(ans["objects"])
+    objects = ans["objects"]
+    n = len(objects)
+    assert n >= 2 and _found(scene, objects) >= len(scene.objects) - 1, ans
     assert ans["summary"].endswith(".")
+    assert all(o["label"] in ans["summary"] for o in objects), ans["summary"]
+    assert ans["relations"], "two or more objects and not one relation"
     for r in ans["relations"]:
-        assert 0 <= r["subject"] < n and 0 <= r["object"] < n
+        assert 0 <= r["subject"] < n and 0 <= r["object"] < n and r["subject"] != r["object"]
         assert r["relation"] in {"left_of", "right_of", "in_front_of", "behind", "near"}
+        # left/right agree with the boxes the same answer gives (centres in x)
+        cx = [(objects[i]["bbox_2d"][0] + objects[i]["bbox_2d"][2]) / 2 for i in range(n)]
+        if r["relation"] == "left_of":
+            assert cx[r["subject"]] < cx[r["object"]], r
+        if r["relation"] == "right_of":
+            assert cx[r["subject"]] > cx[r["object"]], r
 
 
 def test_processor_refuses_remote_urls(loaded: tuple[Any, Any]) -> None:
