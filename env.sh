@@ -18,10 +18,9 @@ else
   export CMAKE_PREFIX_PATH="$VIRTUAL_ENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
   # colcon's setup scripts read unset variables: allow that even under `set -u`.
   case $- in *u*) _sp_nounset=1; set +u ;; *) _sp_nounset= ;; esac
-  # The pinned upstream ROS overlay (scripts/build_overlay.sh) goes under the workspace (Jazzy only:
-  # it is built against .venv's wheels).
-  if [ -z "$_sp_sfx" ] && [ -f "$_sp_root/.ros-overlay/install/local_setup.sh" ]; then
-    COLCON_CURRENT_PREFIX="$_sp_root/.ros-overlay/install" . "$_sp_root/.ros-overlay/install/local_setup.sh"
+  # The pinned upstream ROS overlay (scripts/build_overlay.sh) goes under the workspace.
+  if [ -f "$_sp_root/.ros-overlay$_sp_sfx/install/local_setup.sh" ]; then
+    COLCON_CURRENT_PREFIX="$_sp_root/.ros-overlay$_sp_sfx/install" . "$_sp_root/.ros-overlay$_sp_sfx/install/local_setup.sh"
   fi
   COLCON_CURRENT_PREFIX="$_sp_root/install$_sp_sfx" . "$_sp_root/install$_sp_sfx/setup.sh"
   [ -n "$_sp_nounset" ] && set -u

@@ -15,8 +15,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-VENV=$ROOT/.venv
-OVERLAY=$ROOT/.ros-overlay
+# setup.sh passes the distro's venv and overlay (ROS_DISTRO=kilted: .venv-kilted, .ros-overlay-kilted).
+VENV=${OVERLAY_VENV:-$ROOT/.venv}
+OVERLAY=${OVERLAY_DIR:-$ROOT/.ros-overlay}
 REPOS=${ROS_OVERLAY_REPOS:-$ROOT/ros-deps.repos}
 TARBALLS=${ROS_OVERLAY_TARBALLS:-$ROOT/../shared/ros-src}
 MODE=${ROS_OVERLAY:-auto}

@@ -52,9 +52,9 @@ NPINC=$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')
       -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#${NPINC}#g"
 
 # The pinned upstream ROS packages that have no wheels (launch, ros2 CLI, vision_msgs, tf2_ros_py)
-# into .ros-overlay/; skipped in a normal ROS install, cached otherwise. Jazzy only: the overlay is
-# built against .venv's wheels (Kilted runs without launch and the ros2 CLI).
-[ "$DISTRO" = jazzy ] && scripts/build_overlay.sh
+# into .ros-overlay/ (Kilted: .ros-overlay-kilted/, built on its own wheels); skipped in a normal
+# ROS install, cached otherwise.
+OVERLAY_VENV="$VENV" OVERLAY_DIR="$ROOT/.ros-overlay$SUFFIX" scripts/build_overlay.sh
 
 # Build the workspace. The venv root is the ROS prefix of the wheels (share/, lib/).
 export PATH="$VENV/bin:$PATH"
