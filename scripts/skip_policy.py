@@ -44,11 +44,11 @@ ALLOWED: tuple[AllowedSkip, ...] = (
         why="GPU-only test: the CI machine has no CUDA device",
     ),
     AllowedSkip(
-        nodeid="step_perception/test/unit/ros/test_launch_file.py"
-        "::test_launch_description_loads_and_makes_one_node_per_camera",
-        reason_contains="launch_ros is not installed",
-        why="launch_ros has no PyPI wheel (the ROS 2 Jazzy wheels this set-up installs lack it); "
-        "the launch file's arguments and parameters are still checked by the other tests",
+        nodeid="step_perception/test/integration/test_content_filter.py"
+        "::test_node_filters_1080p_and_the_camera_is_unharmed",
+        reason_contains="content_filter auto is off on this middleware",
+        why="the filter runs on Fast DDS 3 (Kilted): `make test-kilted`, which CI runs after "
+        "`make test`, runs this test; on Jazzy's Fast DDS 2.x the node leaves the filter off",
     ),
     AllowedSkip(
         nodeid="step_perception/test/integration/test_node_loop.py::test_content_filter_path",
