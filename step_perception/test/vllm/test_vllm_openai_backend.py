@@ -1,0 +1,140 @@
+"""The node's ``openai`` backend against the real vLLM server (tiny Step-3.7 model).
+
+Requests are built the node's way (``core.prompts.build_request`` on an image prepared by
+``core.imaging``) and sent through ``OpenAIBackend``'s public API. A 4xx must come back as a typed
+``BackendError`` after exactly one attempt (a bad request does not get better by retrying), and an
+answer that is all reasoning must be a typed error, not an empty parse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import pytest
+from conftest import scene_jpeg
+from step_perception.backends.openai import OpenAIBackend, OpenAIBackendConfig
+from step_perception.core.config import PerceptionConfig
+from step_perception.core.errors import BackendError, BackendTimeoutError, BackendUnavailableError
+from step_perception.core.imaging import prepare_array
+from step_perception.core.prompts import build_request
+from step_perception.core.tokens import step3_image_tokens
+from step_perception.core.types import ModelRequest
+from vllm_server import SERVED_MODEL, VllmServer
+
+
+@pytest.fixture
+def backend(vllm_server: VllmServer) -> Iterator[OpenAIBackend]:
+    b = OpenAIBackend(
+        OpenAIBackendConfig(
+            endpoints=(vllm_server.base_url,),
+            model=SERVED_MODEL,
+            request_timeout_s=60.0,
+            max_retries=2,
+            backoff_base_s=0.01,
+        )
+    )
+    yield b
+    b.close()
+
+
+def _request(width: int, height: int, *, max_side: int = 728, **config: object) -> ModelRequest:
+    bgr = cv2.imdecode(np.frombuffer(scene_jpeg(width, height), np.uint8), cv2.IMREAD_COLOR)
+    image = prepare_array(bgr, max_side=max_side)
+    cfg = PerceptionConfig.from_mapping(
+        {"endpoint": "http://127.0.0.1:1/v1", "model": SERVED_MODEL, **config}
+    )
+    return build_request(cfg, image)
+
+
+def _count_4xx(server: VllmServer) -> float:
+    import httpx
+
+    total = 0.0
+    for line in httpx.get(f"{server.root_url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("http_requests_total{") and 'status="4xx"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _assert_client_error_once(backend: OpenAIBackend, server: VllmServer, req: ModelRequest) -> str:
+    before = _count_4xx(server)
+    with pytest.raises(BackendError) as info:
+        backend.submit(req).result(timeout=120)
+    err = info.value
+    assert not isinstance(err, (BackendTimeoutError, BackendUnavailableError)), repr(err)
+    assert "HTTP 400" in str(err)
+    assert "attempt 1" in str(err) and "gave up" not in str(err)
+    assert _count_4xx(server) - before == 1  # not retried
+    assert backend.health().healthy  # a client error is not the server's failure
+    return str(err)
+
+
+def test_prompt_past_max_model_len_is_a_typed_unretried_error(
+    backend: OpenAIBackend, vllm_server: VllmServer
+) -> None:
+    req = _request(640, 480, prompt="the red cube next to " * 60, task="detect")
+    long_user = req.user + ("\nred cube" * 2500)
+    req = dataclasses.replace(req, user=long_user)
+    message = _assert_client_error_once(backend, vllm_server, req)
+    assert "maximum context length" in message
+
+
+def test_image_above_the_servers_limit_is_a_typed_unretried_error(
+    backend: OpenAIBackend, vllm_server: VllmServer
+) -> None:
+    # The node would never send this (it shrinks to max_image_side); a misconfigured max side does.
+    req = _request(4000, 2400, max_side=4000)
+    message = _assert_client_error_once(backend, vllm_server, req)
+    assert "pixels" in message
+
+
+def test_all_reasoning_answer_is_a_typed_error(backend: OpenAIBackend) -> None:
+    # The backend does not send thinking_token_budget yet, and random weights never close <think>:
+    # the server answers content=null after max_tokens. That must be a clear error.
+    req = _request(1280, 720, max_tokens=16)
+    assert req.image.width == 728 and req.image.height == 410
+    with pytest.raises(BackendError) as info:
+        backend.submit(req).result(timeout=120)
+    assert "no text content" in str(info.value) and "length" in str(info.value)
+
+
+def test_node_request_costs_what_the_token_function_says(vllm_server: VllmServer) -> None:
+    import httpx
+
+    # The node's own request for a 720p frame (system prompt, task text, 728x410 JPEG), on the wire
+    # as the backend sends it: prompt tokens = its text alone + the image's tokens.
+    req = _request(1280, 720, max_tokens=1)
+    body = {
+        "model": SERVED_MODEL,
+        "messages": [
+            {"role": "system", "content": req.system},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": req.image.data_url()}},
+                    {"type": "text", "text": req.user},
+                ],
+            },
+        ],
+        "max_tokens": 1,
+    }
+    usage = httpx.post(f"{vllm_server.base_url}/chat/completions", json=body, timeout=60).json()[
+        "usage"
+    ]
+    text_only = httpx.post(
+        f"{vllm_server.root_url}/tokenize",
+        json={
+            "model": SERVED_MODEL,
+            "messages": [
+                {"role": "system", "content": req.system},
+                {"role": "user", "content": req.user},
+            ],
+        },
+        timeout=60,
+    ).json()["count"]
+    assert usage["prompt_tokens"] - text_only == step3_image_tokens(
+        req.image.width, req.image.height
+    )
