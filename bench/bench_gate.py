@@ -17,15 +17,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import struct
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "step_perception"))
-
-from step_perception.core.frames import Decision, FrameGate  # noqa: E402
+from step_perception.core.frames import Decision, FrameGate
 
 FPS = 30
 FRAME_NS = 1_000_000_000 // FPS

@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -33,12 +31,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
 from rosbags.typesys import Stores, get_typestore
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "step_perception"))
-
-from step_perception.core.imaging import prepare, target_size  # noqa: E402
-from step_perception.tools.scenes import render_scene  # noqa: E402
+from step_perception.core.imaging import prepare, target_size
+from step_perception_tools.scenes import render_scene
 
 MAX_SIDE = 728
 QUALITY = 85

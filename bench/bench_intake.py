@@ -11,7 +11,8 @@ CPU time (``time.process_time``: every thread, DDS receive threads included) per
 * ``raw``: ``raw=True``; the stamp is read from the CDR bytes, no deserialization.
 * ``filtered``: a DDS content filter on ``header.stamp`` that the gate moves: closed while the
   request is in flight, reopened at the next stamp it will accept. Jazzy's rclpy has no
-  content-filter API, so it is set through rcl's C API (``_ContentFilter`` below). With Fast DDS
+  content-filter API, so it is the node's own ``step_perception.ros.content_filter.StampFilter``
+  (rcl's C API through ctypes). With Fast DDS
   2.14.5 and Image/CompressedImage this kills the *publisher* (writer-side filter evaluation,
   eProsima/Fast-DDS#4878), so it runs last, in its own subscriber, and the table reports what
   happened to the publisher instead of a number when no frame arrives.
@@ -28,25 +29,24 @@ subscription measured in the same run. Needs the ROS environment:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
 import os
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "step_perception"))
+from step_perception.core.frames import Decision, FrameGate
+from step_perception_tools.bags import header_stamp_ns
 
-from step_perception.core.frames import Decision, FrameGate  # noqa: E402
+if TYPE_CHECKING:
+    from step_perception.ros.content_filter import StampFilter
 
 #: Input streams: bgr8 Images, and JPEG CompressedImages (image_transport's ``compressed``).
 SIZES: dict[str, tuple[int, int]] = {
@@ -68,99 +68,6 @@ REQUEST_S = 0.3  # simulated model latency: the filter stays closed this long pe
 TOPIC = "/bench_intake/image_raw"
 CHUNK_S = 1.0
 MODES = ("plain", "raw", "filtered")
-#: The filter that works with rmw_fastrtps_cpp on Jazzy (parameters: stamp sec, nanosec).
-FILTER_EXPRESSION = (
-    "header.stamp.sec > %0 OR (header.stamp.sec = %0 AND header.stamp.nanosec >= %1)"
-)
-CLOSED = ("2147483647", "0")  # int32 max: no real stamp passes
-
-
-# -- rcl content filter through ctypes (rclpy on Jazzy exposes none) -------------------------
-
-
-class _Allocator(ctypes.Structure):
-    _fields_ = [
-        ("allocate", ctypes.c_void_p),
-        ("deallocate", ctypes.c_void_p),
-        ("reallocate", ctypes.c_void_p),
-        ("zero_allocate", ctypes.c_void_p),
-        ("state", ctypes.c_void_p),
-    ]
-
-
-class _StringArray(ctypes.Structure):
-    _fields_ = [
-        ("size", ctypes.c_size_t),
-        ("data", ctypes.POINTER(ctypes.c_char_p)),
-        ("allocator", _Allocator),
-    ]
-
-
-class _FilterOptions(ctypes.Structure):
-    """``rcl_subscription_content_filter_options_t``; all-zero bytes = zero-initialised."""
-
-    _fields_ = [
-        ("filter_expression", ctypes.c_char_p),
-        ("expression_parameters", _StringArray),
-    ]
-
-
-class _ContentFilter:
-    """Set a DDS content filter on an rclpy subscription at run time via librcl."""
-
-    def __init__(self) -> None:
-        lib = ctypes.CDLL(str(Path(sys.prefix) / "lib" / "librcl.so"))
-        opts = ctypes.POINTER(_FilterOptions)
-        lib.rcl_subscription_content_filter_options_init.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_char_p,
-            ctypes.c_size_t,
-            ctypes.POINTER(ctypes.c_char_p),
-            opts,
-        ]
-        lib.rcl_subscription_set_content_filter.argtypes = [ctypes.c_void_p, opts]
-        lib.rcl_subscription_content_filter_options_fini.argtypes = [ctypes.c_void_p, opts]
-        for name in (
-            "rcl_subscription_content_filter_options_init",
-            "rcl_subscription_set_content_filter",
-            "rcl_subscription_content_filter_options_fini",
-        ):
-            getattr(lib, name).restype = ctypes.c_int
-        lib.rcl_subscription_is_cft_enabled.argtypes = [ctypes.c_void_p]
-        lib.rcl_subscription_is_cft_enabled.restype = ctypes.c_bool
-        self._lib = lib
-
-    def set(self, sub: Any, expression: str, params: tuple[str, ...]) -> bool:
-        """Apply ``expression`` (empty clears it); return ``is_cft_enabled`` afterwards."""
-        with sub.handle:
-            ptr = sub.handle.pointer
-            opts = _FilterOptions()
-            argv = (ctypes.c_char_p * len(params))(*[p.encode() for p in params])
-            rc = self._lib.rcl_subscription_content_filter_options_init(
-                ptr, expression.encode(), len(params), argv, ctypes.byref(opts)
-            )
-            if rc != 0:
-                raise RuntimeError(f"rcl_subscription_content_filter_options_init: rc={rc}")
-            try:
-                rc = self._lib.rcl_subscription_set_content_filter(ptr, ctypes.byref(opts))
-            finally:
-                self._lib.rcl_subscription_content_filter_options_fini(ptr, ctypes.byref(opts))
-            if rc != 0:
-                raise RuntimeError(f"rcl_subscription_set_content_filter: rc={rc}")
-            return bool(self._lib.rcl_subscription_is_cft_enabled(ptr))
-
-
-def _bound_params(bound_ns: int | None) -> tuple[str, ...]:
-    if bound_ns is None:
-        return CLOSED
-    return (str(bound_ns // 1_000_000_000), str(bound_ns % 1_000_000_000))
-
-
-def _cdr_stamp_ns(data: bytes) -> int:
-    """``header.stamp`` of a serialized message: 4-byte CDR encapsulation, then int32 + uint32."""
-    fmt = "<iI" if data[1] == 1 else ">iI"
-    sec, nsec = struct.unpack_from(fmt, data, 4)
-    return int(sec) * 1_000_000_000 + int(nsec)
 
 
 # -- publisher -------------------------------------------------------------------------------
@@ -173,7 +80,7 @@ def run_pub(size: str, times_file: str) -> None:
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.utilities import try_shutdown
     from sensor_msgs.msg import CompressedImage, Image
-    from step_perception.tools.scenes import render_scene
+    from step_perception_tools.scenes import render_scene
 
     stop = False
 
@@ -226,7 +133,7 @@ class _Probe:
 
     mode: str
     gate: FrameGate[None]
-    cft: _ContentFilter | None
+    cft: StampFilter | None
     received: int = 0
     admitted: int = 0
     busy_until: float | None = None
@@ -239,7 +146,7 @@ class _Probe:
         self._offer(int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec))
 
     def on_raw(self, data: bytes) -> None:
-        self._offer(_cdr_stamp_ns(data))
+        self._offer(header_stamp_ns(data))
 
     def _offer(self, stamp_ns: int) -> None:
         self.received += 1
@@ -259,9 +166,9 @@ class _Probe:
         if self.cft is None or self.sub is None:
             return
         t0 = time.perf_counter()
-        params = _bound_params(self.gate.next_accept_stamp_ns())
-        self.cft_enabled = self.cft.set(self.sub, FILTER_EXPRESSION, params)
-        self.filter_set_s.append(time.perf_counter() - t0)
+        # The node's own filter: it skips a bound that would not change (as in the node).
+        if self.cft.set_bound(self.gate.next_accept_stamp_ns()):
+            self.filter_set_s.append(time.perf_counter() - t0)
 
 
 def _spin_chunks(
@@ -291,6 +198,7 @@ def run_sub(size: str, modes: tuple[str, ...], window: float, rounds: int) -> No
     from rclpy.node import Node
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.utilities import try_shutdown
+    from step_perception.ros.content_filter import StampFilter
 
     msg_type = _msg_type(size)
     rclpy.init()
@@ -298,7 +206,6 @@ def run_sub(size: str, modes: tuple[str, ...], window: float, rounds: int) -> No
     qos = QoSProfile(
         depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST
     )
-    cft = _ContentFilter()
     out: dict[str, Any] = {"size": size, "modes": {m: [] for m in modes}}
     out["idle"] = _spin_chunks(node, None, 2.0, rclpy)
     for _ in range(rounds):
@@ -316,7 +223,8 @@ def run_sub(size: str, modes: tuple[str, ...], window: float, rounds: int) -> No
                 raise SystemExit(f"bench_intake: no {size} frame arrived in 30 s ({mode})")
             if mode == "filtered":
                 # Matched and flowing: from now on the gate drives the filter.
-                probe.cft = cft
+                probe.cft = StampFilter(probe.sub)
+                probe.cft_enabled = probe.cft.enable()
                 probe.push_filter()
             _spin_chunks(node, probe, 1.0, rclpy)  # settle
             chunks = _spin_chunks(node, probe, window, rclpy)
@@ -431,6 +339,8 @@ def main() -> None:
     if args.role == "sub":
         run_sub(args.size, tuple(args.modes.split(",")), args.window, args.rounds)
         return
+
+    from step_perception.ros.content_filter import FILTER_EXPRESSION
 
     print(f"## bench_intake: CPU per input frame, {FPS:.0f} fps in, gated to {RATE_HZ:g} Hz\n")
     print(

@@ -22,20 +22,15 @@ import argparse
 import json
 import re
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "step_perception"))
-
-from step_perception.core.parsing import parse_answer  # noqa: E402
-from step_perception.core.profiles import get_profile  # noqa: E402
-from step_perception.core.types import ImageTransform, PreparedImage  # noqa: E402
-from step_perception.tools.scenes import LABELS  # noqa: E402
+from step_perception.core.parsing import parse_answer
+from step_perception.core.profiles import get_profile
+from step_perception.core.types import ImageTransform, PreparedImage
+from step_perception_tools.scenes import LABELS
 
 PROFILE = get_profile("step3p7")
 IMAGE = PreparedImage(

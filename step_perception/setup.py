@@ -25,7 +25,6 @@ setup(
     entry_points={
         "console_scripts": [
             "perception_node = step_perception.ros.node:main",
-            "step-perception = step_perception.tools.cli:main",
         ],
     },
 )

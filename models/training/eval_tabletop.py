@@ -17,23 +17,18 @@ import base64
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "step_perception"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from step_perception.core.profiles import get_profile  # noqa: E402
-from step_perception.core.prompts import user_text  # noqa: E402
-from step_perception.core.types import Task  # noqa: E402
-from step_perception.tools.scenes import render_scene  # noqa: E402
-from train_tabletop import match, summarise  # noqa: E402
+from reference_model import MODEL_DIR
+from step_perception.core.profiles import get_profile
+from step_perception.core.prompts import user_text
+from step_perception.core.types import Task
+from step_perception_tools.scenes import render_scene
+from train_tabletop import match, summarise
 
 SENT_W, SENT_H = 728, 410
 
@@ -72,7 +67,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--model", type=Path, default=ROOT / "models" / "tabletop-ref")
+    ap.add_argument("--model", type=Path, default=MODEL_DIR)
     ap.add_argument("--seed", type=int, default=4242)
     ap.add_argument("--count", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)

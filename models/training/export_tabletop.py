@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
+from reference_model import MODEL_DIR, module
 from safetensors.torch import save_file
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "tabletop-ref"
-sys.path.insert(0, str(MODEL_DIR))
-
-from configuration_tabletop import TabletopConfig  # noqa: E402
-from modeling_tabletop import TabletopDetector  # noqa: E402
-from tabletop_text import EOS, PAD, SPECIAL_TOKENS, UNK, build_tokenizer  # noqa: E402
+TabletopConfig = module("configuration_tabletop").TabletopConfig
+TabletopDetector = module("modeling_tabletop").TabletopDetector
+_text = module("tabletop_text")
+EOS, PAD, SPECIAL_TOKENS, UNK, build_tokenizer = (
+    _text.EOS,
+    _text.PAD,
+    _text.SPECIAL_TOKENS,
+    _text.UNK,
+    _text.build_tokenizer,
+)
 
 AUTO_MAP = {
     "AutoConfig": "configuration_tabletop.TabletopConfig",

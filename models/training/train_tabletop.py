@@ -5,7 +5,7 @@ Exact command used for the committed weights (see models/tabletop-ref/README.md)
     python models/training/train_tabletop.py --config models/training/train_config.json \
         --out $OUT --max-minutes 8 [--resume DIR_WITH_weights.pt_AND_opt.pt]
 
-Scenes come from ``step_perception.tools.scenes.render_scene(train_seed, i)`` rendered on the fly
+Scenes come from ``step_perception_tools.scenes.render_scene(train_seed, i)`` rendered on the fly
 by DataLoader workers at 1280x720, then prepared the way the node sends them (INTER_AREA resize
 to the sent size, JPEG), augmented, and resized to the detector input.  The held-out evaluation
 uses ``eval_seed`` (never used for training) at the node's default sent size (728x410, JPEG q85).
@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,15 +30,20 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
+from reference_model import module
+from step_perception.core.types import Box2D, Detection
+from step_perception_tools.evaluate import greedy_match
+from step_perception_tools.scenes import render_scene
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "step_perception"))
-sys.path.insert(0, str(ROOT / "models" / "tabletop-ref"))
-
-from modeling_tabletop import STRIDE, TabletopDetector, decode_detections  # noqa: E402
-from step_perception.tools.scenes import render_scene  # noqa: E402
-from tabletop_text import LABELS  # noqa: E402
+# Run under `. ./env.sh` (the workspace's packages); the model's own code comes from its folder.
+_modeling = module("modeling_tabletop")
+STRIDE, TabletopDetector, decode_detections = (
+    _modeling.STRIDE,
+    _modeling.TabletopDetector,
+    _modeling.decode_detections,
+)
+LABELS = module("tabletop_text").LABELS
 
 MAX_OBJ = 8
 LABEL_INDEX = {lab: i for i, lab in enumerate(LABELS)}
@@ -199,51 +203,29 @@ def normalise(img_u8: torch.Tensor, mean: list[float], std: list[float]) -> torc
     return ((x - m) / s).contiguous(memory_format=torch.channels_last)
 
 
-def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    """Intersection over union of two xyxy boxes."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def match(
     preds: list[tuple[str, tuple[float, ...]]], truth: list[tuple[str, tuple[float, ...]]]
 ) -> dict[str, float]:
-    """TP with exact label at IoU>=0.5 (greedy by IoU); label accuracy over label-free matches."""
+    """TP with exact label at IoU>=0.5; label accuracy over label-free matches.
 
-    def greedy(use_label: bool) -> list[tuple[int, int, float]]:
-        pairs = sorted(
-            (
-                (iou(p[1], t[1]), i, j)
-                for i, p in enumerate(preds)
-                for j, t in enumerate(truth)
-                if not use_label or p[0] == t[0]
-            ),
-            reverse=True,
-        )
-        used_p, used_t, out = set(), set(), []
-        for v, i, j in pairs:
-            if v < 0.5:
-                break
-            if i in used_p or j in used_t:
-                continue
-            used_p.add(i)
-            used_t.add(j)
-            out.append((i, j, v))
-        return out
+    The matcher is the eval tool's (``greedy_match``), so training and ``eval`` count alike.
+    """
 
-    exact = greedy(True)
-    loose = greedy(False)
+    def dets(rows: list[tuple[str, tuple[float, ...]]]) -> list[Detection]:
+        return [
+            Detection(id=str(i), label=lab, box=Box2D(*box)) for i, (lab, box) in enumerate(rows)
+        ]
+
+    t, p = dets(truth), dets(preds)
+    exact = greedy_match(t, p, 0.5, same_label=True)
+    loose = greedy_match(t, p, 0.5, same_label=False)
     return {
         "tp": len(exact),
         "n_pred": len(preds),
         "n_true": len(truth),
         "loose": len(loose),
-        "label_ok": sum(1 for i, j, _ in loose if preds[i][0] == truth[j][0]),
-        "iou_sum": sum(v for _, _, v in exact),
+        "label_ok": sum(1 for m in loose if preds[m.pred][0] == truth[m.truth][0]),
+        "iou_sum": sum(m.iou for m in exact),
     }
 
 

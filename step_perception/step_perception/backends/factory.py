@@ -13,16 +13,16 @@ or the openai SDK behind it) is imported only when that kind is built.
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from step_perception.backends.base import Backend
+from step_perception.core.backend import Backend
 from step_perception.core.config import BackendKind, CassetteMode, PerceptionConfig
+from step_perception.core.endpoints import parse_endpoints
 from step_perception.core.errors import ConfigError
 
-__all__ = ["BACKEND_KINDS", "LIVE_KINDS", "backend_from_config", "make_backend", "split_endpoints"]
+__all__ = ["BACKEND_KINDS", "LIVE_KINDS", "backend_from_config", "make_backend"]
 
 #: Backends that answer from a model.
 LIVE_KINDS = ("openai", "transformers")
@@ -30,17 +30,6 @@ LIVE_KINDS = ("openai", "transformers")
 BACKEND_KINDS = (*LIVE_KINDS, "record", "replay")
 
 _T = TypeVar("_T")
-
-
-def split_endpoints(value: str | Sequence[str]) -> tuple[str, ...]:
-    """Endpoint URLs from one string (comma/whitespace separated) or a list of strings."""
-    items = [value] if isinstance(value, str) else list(value)
-    out: list[str] = []
-    for item in items:
-        if not isinstance(item, str):
-            raise ConfigError(f"endpoint must be a string, got {item!r}")
-        out.extend(part for part in re.split(r"[,\s]+", item) if part)
-    return tuple(out)
 
 
 def _build_config(cls: type[_T], settings: Mapping[str, Any], kind: str) -> _T:
@@ -61,7 +50,7 @@ def _live(kind: str, settings: dict[str, Any]) -> Backend:
         from step_perception.backends.openai import OpenAIBackend, OpenAIBackendConfig
 
         if "endpoints" in settings:
-            settings["endpoints"] = split_endpoints(settings["endpoints"])
+            settings["endpoints"] = parse_endpoints(settings["endpoints"])
         return OpenAIBackend(_build_config(OpenAIBackendConfig, settings, kind))
     if kind == "transformers":
         from step_perception.backends.transformers_backend import (
@@ -86,7 +75,7 @@ def make_backend(kind: str, /, **settings: Any) -> Backend:
     if kind in LIVE_KINDS:
         return _live(kind, dict(settings))
     if kind in ("record", "replay"):
-        from step_perception.backends.replay import CassetteBackend
+        from step_perception.backends.cassette import CassetteBackend
 
         rest = dict(settings)
         cassette = rest.pop("cassette", None)

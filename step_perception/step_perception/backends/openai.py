@@ -32,17 +32,18 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
-from step_perception.backends.reasoning import strip_reasoning
+from step_perception.core.config import ENV_VAR_NAME, REASONING_EFFORTS
+from step_perception.core.endpoints import normalise_endpoint, redact_url
 from step_perception.core.errors import (
     BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigError,
 )
+from step_perception.core.parsing import strip_reasoning
 from step_perception.core.types import BackendHealth, ModelReply, ModelRequest, TokenUsage
 
 __all__ = [
@@ -50,8 +51,6 @@ __all__ = [
     "BreakerState",
     "OpenAIBackend",
     "OpenAIBackendConfig",
-    "redact_url",
-    "strip_reasoning",
 ]
 
 _log = logging.getLogger(__name__)
@@ -61,8 +60,6 @@ NO_API_KEY = "EMPTY"
 
 #: An attempt with less time than this left before the deadline is not sent [s].
 _MIN_ATTEMPT_S = 0.01
-
-_REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 
 class BreakerState(str, Enum):
@@ -105,7 +102,7 @@ class OpenAIBackendConfig:
             raise ConfigError("endpoints must be a tuple of URLs, not one string")
         if not self.endpoints:
             raise ConfigError("at least one endpoint URL is required")
-        urls = tuple(_normalise_url(u) for u in self.endpoints)
+        urls = tuple(normalise_endpoint(u) for u in self.endpoints)
         if len(set(urls)) != len(urls):
             raise ConfigError(f"duplicate endpoints: {[redact_url(u) for u in urls]}")
         object.__setattr__(self, "endpoints", urls)
@@ -131,47 +128,15 @@ class OpenAIBackendConfig:
             )
         if not isinstance(self.max_workers, int) or self.max_workers < 1:
             raise ConfigError(f"max_workers must be an int >= 1, got {self.max_workers!r}")
-        if self.reasoning_effort is not None and self.reasoning_effort not in _REASONING_EFFORTS:
+        if self.reasoning_effort is not None and self.reasoning_effort not in REASONING_EFFORTS:
             raise ConfigError(
-                f"reasoning_effort must be one of {_REASONING_EFFORTS} or None, "
+                f"reasoning_effort must be one of {REASONING_EFFORTS} or None, "
                 f"got {self.reasoning_effort!r}"
             )
-        if self.api_key_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
+        if self.api_key_env and not ENV_VAR_NAME.fullmatch(self.api_key_env):
             raise ConfigError(
                 f"api_key_env must name an environment variable, got {self.api_key_env!r}"
             )
-
-
-def _normalise_url(url: str) -> str:
-    if not isinstance(url, str) or not url.strip():
-        raise ConfigError(f"endpoint must be a non-empty URL string, got {url!r}")
-    try:
-        parts = urlsplit(url.strip())
-        _ = parts.port  # raises ValueError on a bad port
-    except ValueError as err:
-        raise ConfigError(f"endpoint {redact_url(url)!r} is not a valid URL") from err
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"endpoint must be an http(s) URL, got {redact_url(url)!r}")
-    # Secrets never travel in parameters: no user:password@, no ?key=... (as core/config.py).
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError("endpoint: credentials in the URL are not allowed (use api_key_env)")
-    if parts.query or parts.fragment:
-        raise ConfigError(f"endpoint {redact_url(url)!r} must not have a query or fragment")
-    path = parts.path.rstrip("/") or "/v1"
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-
-
-def redact_url(url: str) -> str:
-    """``url`` without user info, query or fragment (safe for logs and diagnostics)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:  # IPv6 literal
-            host = f"[{host}]"
-        netloc = f"{host}:{parts.port}" if parts.port else host
-    except ValueError:
-        return "<invalid url>"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _read_api_key(config: OpenAIBackendConfig) -> str:

@@ -23,13 +23,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from step_perception.backends.reasoning import strip_reasoning
 from step_perception.core.errors import (
     BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigError,
 )
+from step_perception.core.parsing import strip_reasoning
 from step_perception.core.types import (
     BackendHealth,
     ModelReply,

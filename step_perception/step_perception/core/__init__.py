@@ -1,0 +1,30 @@
+"""The pure perception core: no rclpy, no ROS messages, nothing from backends, ros or tools.
+
+``__all__`` names the public modules; they are not imported here, so importing one
+(``step_perception.core.errors``) does not pull in OpenCV or the others. Entry points:
+``pipeline.Perceiver`` and ``pipeline.frame_input`` (a frame to a ``PerceptionResult``),
+``frames.FrameGate`` and ``loop.FrameLoop`` (which frames go, with which depth),
+``query.FrameMailbox`` (which frame answers a query), ``config.PerceptionConfig``
+(every parameter, validated), ``backend.Backend`` (what a model backend implements)
+and the typed errors in ``errors``.
+"""
+
+__all__ = [
+    "backend",
+    "box_encoding",
+    "commands",
+    "config",
+    "endpoints",
+    "errors",
+    "frames",
+    "geometry",
+    "imaging",
+    "loop",
+    "parsing",
+    "pipeline",
+    "profiles",
+    "prompts",
+    "query",
+    "sync",
+    "types",
+]

@@ -17,7 +17,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum
 
 from step_perception.core.parsing import ProposedAction
 from step_perception.core.types import Command, Detection
@@ -35,8 +35,12 @@ COMMAND_RE = re.compile(
 )
 
 
-class RejectReason(StrEnum):
-    """Reason codes of refused proposals (stable strings for diagnostics; ``str()`` is the code)."""
+class RejectReason(str, Enum):
+    """Reason codes of refused proposals (stable strings for diagnostics; ``str()`` is the code).
+
+    ``str, Enum`` with ``__str__`` rather than ``enum.StrEnum``: StrEnum is Python 3.11+, and
+    ROS 2 Humble runs Python 3.10.
+    """
 
     NO_ACTION = "no_action"  # the model proposed nothing
     NOT_ALLOWED = "action_not_allowed"
@@ -45,6 +49,12 @@ class RejectReason(StrEnum):
     AMBIGUOUS_TARGET = "ambiguous_target"
     BAD_POSITION = "bad_position"
     GRAMMAR = "grammar"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
 
 
 @dataclass(frozen=True)

@@ -16,21 +16,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
+from step_perception.core.endpoints import parse_endpoints, split_list
 from step_perception.core.errors import ConfigError
 from step_perception.core.profiles import get_profile, profile_names
 from step_perception.core.types import Task
 
 __all__ = [
+    "ENV_VAR_NAME",
     "PARAMETERS",
+    "REASONING_EFFORTS",
     "BackendKind",
     "CassetteMode",
     "ImageTransportKind",
     "ParamSpec",
     "PerceptionConfig",
     "Reliability",
-    "parse_endpoints",
 ]
 
 
@@ -57,7 +58,7 @@ class Reliability(str, Enum):
 
 
 class CassetteMode(str, Enum):
-    """Record/replay of model answers (see backends/replay.py)."""
+    """Record/replay of model answers through a cassette (see backends/cassette.py)."""
 
     OFF = "off"
     RECORD = "record"
@@ -81,8 +82,12 @@ class ParamSpec:
 
 
 _ACTION_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
-_REASONING_EFFORTS = ("", "minimal", "low", "medium", "high")
-_ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: reasoning_effort values a server may be sent: the OpenAI SDK's ``ReasoningEffort``
+#: (openai 2.x). vLLM passes the value on to the model's chat template; a server that
+#: rejects the field is detected by the openai backend, which then stops sending it.
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+#: What an environment variable name (``api_key_env``) must look like.
+ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("backend", "str", "Model backend.", choices=tuple(k.value for k in BackendKind)),
@@ -171,7 +176,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "reasoning_effort",
         "str",
         "reasoning_effort sent to reasoning models ('' = profile default, 'none' = don't send).",
-        choices=(*_REASONING_EFFORTS, "none"),
+        choices=("", *REASONING_EFFORTS),
         runtime=True,
     ),
     ParamSpec(
@@ -195,51 +200,6 @@ _SPECS: dict[str, ParamSpec] = {s.name: s for s in PARAMETERS}
 # Config field name -> parameter name, where they differ.
 _FIELD_TO_PARAM = {"endpoints": "endpoint"}
 _PARAM_TO_FIELD = {v: k for k, v in _FIELD_TO_PARAM.items()}
-
-
-def _split(value: str) -> list[str]:
-    """Items of a comma/whitespace separated string."""
-    return [p for p in re.split(r"[,\s]+", value) if p]
-
-
-def parse_endpoints(value: object) -> tuple[str, ...]:
-    """Normalise one or more endpoint base URLs; ``ConfigError`` on a bad one.
-
-    Accepts a comma/space separated string or a sequence of strings. URLs must
-    be http(s) with a host, carry no user:password (secrets never go in
-    parameters), no query and no fragment; a trailing slash is removed.
-    """
-    items: list[str]
-    if isinstance(value, str):
-        items = _split(value)
-    elif isinstance(value, (list, tuple)):
-        items = []
-        for v in value:
-            if not isinstance(v, str):
-                raise ConfigError(f"endpoint: expected strings, got {type(v).__name__}")
-            items.extend(_split(v))
-    else:
-        raise ConfigError(f"endpoint: expected a string or list, got {type(value).__name__}")
-    out: list[str] = []
-    for url in items:
-        try:
-            parts = urlsplit(url)
-            port = parts.port  # raises ValueError on a bad port
-        except ValueError as err:
-            raise ConfigError(f"endpoint: {url!r} is not a valid URL ({err})") from err
-        if parts.scheme not in ("http", "https"):
-            raise ConfigError(f"endpoint: {url!r} must start with http:// or https://")
-        if not parts.hostname:
-            raise ConfigError(f"endpoint: {url!r} has no host")
-        if parts.username is not None or parts.password is not None:
-            raise ConfigError("endpoint: credentials in the URL are not allowed (use api_key_env)")
-        if parts.query or parts.fragment:
-            raise ConfigError(f"endpoint: {url!r} must not have a query or fragment")
-        del port
-        norm = url.rstrip("/")
-        if norm not in out:
-            out.append(norm)
-    return tuple(out)
 
 
 def _check(spec: ParamSpec, value: object) -> Any:
@@ -281,9 +241,9 @@ def _check(spec: ParamSpec, value: object) -> Any:
         return value
     # str_list
     if isinstance(value, str):
-        return tuple(_split(value))
+        return tuple(split_list(value))
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return tuple(p for v in value for p in _split(v))
+        return tuple(p for v in value for p in split_list(v))
     raise ConfigError(f"{name}: expected a list of strings or a comma separated string")
 
 
@@ -385,7 +345,7 @@ class PerceptionConfig:
         if not self.model.strip():
             raise ConfigError("model: must not be empty")
         get_profile(self.model_profile)
-        if self.api_key_env and not _ENV_RE.fullmatch(self.api_key_env):
+        if self.api_key_env and not ENV_VAR_NAME.fullmatch(self.api_key_env):
             raise ConfigError(f"api_key_env: {self.api_key_env!r} is not an env var name")
         for action in self.allowed_actions:
             if not _ACTION_RE.fullmatch(action):

@@ -11,7 +11,6 @@ __all__ = [
     "BackendTimeoutError",
     "BackendUnavailableError",
     "CassetteMissError",
-    "CommandRejectedError",
     "ConfigError",
     "ImageError",
     "ParseError",
@@ -40,10 +39,6 @@ class ParseError(StepPerceptionError):
     def __init__(self, msg: str, raw: str = "") -> None:
         self.snippet = raw[:SNIPPET_CHARS]
         super().__init__(f"{msg} (answer starts: {self.snippet!r})" if raw else msg)
-
-
-class CommandRejectedError(StepPerceptionError):
-    """The model's proposed action failed the allow-list or target checks."""
 
 
 class BackendError(StepPerceptionError):

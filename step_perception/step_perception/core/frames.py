@@ -21,7 +21,10 @@ admitted under to ``done`` so it cannot free a slot of a newer request.
 ``next_accept_stamp_ns()`` is the smallest stamp the gate will accept next, or
 ``None`` while every slot is busy: the node pushes it into a DDS content filter
 so unwanted frames never reach the process. A frame that slips through while
-the filter is being updated is still judged here.
+the filter is being updated is still judged here. ``content_filter_bounds`` is
+the whole policy: from the gate's next accepted stamp and what else waits (a
+query, a colour frame held for its depth), the bounds of the colour and the
+depth filters.
 """
 
 from __future__ import annotations
@@ -34,7 +37,14 @@ from typing import Generic, TypeVar
 
 from step_perception.core.errors import ConfigError
 
-__all__ = ["Admitted", "Decision", "FrameGate", "GateCounters"]
+__all__ = [
+    "Admitted",
+    "Decision",
+    "FilterBounds",
+    "FrameGate",
+    "GateCounters",
+    "content_filter_bounds",
+]
 
 T = TypeVar("T")
 
@@ -63,7 +73,7 @@ class GateCounters:
     """Counts since the gate was created."""
 
     offered: int = 0
-    sent: int = 0  # admitted for sending (SEND_NOW, or handed back by done/take)
+    sent: int = 0  # admitted for sending (SEND_NOW, or handed back by done)
     queued: int = 0
     dropped_rate: int = 0
     dropped_stale: int = 0  # at offer, or while waiting in the pending slot
@@ -171,11 +181,6 @@ class FrameGate(Generic[T]):
                 self._inflight -= 1
             return self._take_locked()
 
-    def take(self) -> Admitted[T] | None:
-        """Return the waiting frame if a slot is free and it is still fresh (reserves the slot)."""
-        with self._lock:
-            return self._take_locked()
-
     def next_accept_stamp_ns(self) -> int | None:
         """Smallest stamp the gate will accept next; ``None`` while every slot is busy."""
         with self._lock:
@@ -235,3 +240,39 @@ class FrameGate(Generic[T]):
             return None
         self._admit(pending.stamp_ns)
         return pending
+
+
+@dataclass(frozen=True)
+class FilterBounds:
+    """Smallest stamp each content filter lets through; ``None`` = let nothing through."""
+
+    colour: int | None
+    depth: int | None
+
+
+def content_filter_bounds(
+    next_accept_ns: int | None,
+    *,
+    enabled: bool,
+    query_waiting: bool,
+    latest_stamp_ns: int | None,
+    held_stamp_ns: int | None,
+) -> FilterBounds:
+    """Where the colour and depth content filters go, from the gate's state.
+
+    ``next_accept_ns`` is ``FrameGate.next_accept_stamp_ns()``. A waiting query
+    takes the next colour frame whatever the throttle says; a disabled loop
+    takes none; a colour frame held for its depth needs no other colour frame,
+    but the depth filter must let that frame's depth through.
+    """
+    colour: int | None
+    if query_waiting:
+        colour = 0 if latest_stamp_ns is None else latest_stamp_ns + 1
+    elif not enabled:
+        colour = None
+    else:
+        colour = next_accept_ns
+    if held_stamp_ns is not None and not query_waiting:
+        colour = None
+    depth = held_stamp_ns if held_stamp_ns is not None else colour
+    return FilterBounds(colour=colour, depth=depth)

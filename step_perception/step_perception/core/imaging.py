@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -30,8 +30,6 @@ from step_perception.core.errors import ImageError
 from step_perception.core.types import ImageTransform, PreparedImage
 
 __all__ = [
-    "CompressedImageLike",
-    "ImageLike",
     "decode_color",
     "decode_depth",
     "is_compressed",
@@ -55,26 +53,6 @@ _REDUCED_FLAGS = {
     2: cv2.IMREAD_REDUCED_COLOR_2,
 }
 _COLOR_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-
-
-@runtime_checkable
-class ImageLike(Protocol):
-    """The fields of ``sensor_msgs/Image`` this module reads."""
-
-    height: int
-    width: int
-    encoding: str
-    is_bigendian: int
-    step: int
-    data: Any
-
-
-@runtime_checkable
-class CompressedImageLike(Protocol):
-    """The fields of ``sensor_msgs/CompressedImage`` this module reads."""
-
-    format: str
-    data: Any
 
 
 def is_compressed(msg: object) -> bool:

@@ -43,6 +43,7 @@ __all__ = [
     "box_to_sent",
     "extract_json",
     "parse_answer",
+    "strip_reasoning",
 ]
 
 #: Only the last this-many characters of an answer are searched for JSON.
@@ -87,13 +88,24 @@ class ParsedAnswer:
     dropped_relations: int = 0  # unknown name, bad or dangling index
 
 
-def _strip_reasoning(text: str) -> str:
+def strip_reasoning(text: str) -> str:
+    """Drop a reasoning model's ``<think>…</think>`` thoughts from an answer (any letter case).
+
+    Also handles a server that strips the opening tag (the answer starts with the
+    reasoning and ``</think>``) and an unclosed ``<think>`` cut off by
+    ``max_tokens`` (everything after it is reasoning). The backends call it on
+    every reply; ``parse_answer`` calls it again (idempotent) for replies from
+    elsewhere.
+    """
     text = _THINK_RE.sub(" ", text)
     # An unmatched closing tag: the reasoning ran before it (the server ate the opening one).
     idx = text.lower().rfind("</think>")
     if idx >= 0:
         text = text[idx + len("</think>") :]
-    return text.replace("<think>", " ")
+    idx = text.lower().find("<think>")
+    if idx >= 0:
+        text = text[:idx]
+    return text.strip()
 
 
 def _qualifies(value: object) -> bool:
@@ -162,7 +174,7 @@ def extract_json(text: str) -> object:
     """Return the answer's JSON value (the last qualifying one); ``ParseError`` if none."""
     if not isinstance(text, str):
         raise ParseError(f"answer is not text ({type(text).__name__})")
-    body = _strip_reasoning(text[-MAX_ANSWER_CHARS:])
+    body = strip_reasoning(text[-MAX_ANSWER_CHARS:])
     budget = [_SCAN_BUDGET]
     # Trailing commas (",]" / ",}") are the commonest near-JSON slip; fixing them first keeps
     # the scan from settling on an inner fragment of an otherwise complete answer.

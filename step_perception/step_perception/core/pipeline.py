@@ -25,11 +25,11 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from step_perception.core.backend import Backend
 from step_perception.core.commands import decide_command
 from step_perception.core.config import PerceptionConfig
 from step_perception.core.errors import (
@@ -61,10 +61,7 @@ from step_perception.core.types import (
     Task,
 )
 
-if TYPE_CHECKING:  # the Protocol only; core never imports a backend at run time
-    from step_perception.backends.base import Backend
-
-__all__ = ["FrameInput", "Perceiver", "PerceiverStats"]
+__all__ = ["FrameInput", "Perceiver", "PerceiverStats", "frame_input"]
 
 _log = logging.getLogger(__name__)
 _LATENCY_WINDOW = 256
@@ -89,6 +86,37 @@ class FrameInput:
     prompt: str | None = None
     task: Task | None = None
     timeout_s: float | None = None
+
+
+def frame_input(
+    image: object,
+    stamp_ns: int,
+    frame_id: str,
+    *,
+    depth: object | None = None,
+    intrinsics: CameraIntrinsics | None = None,
+    prompt: str | None = None,
+    task: Task | None = None,
+    timeout_s: float | None = None,
+) -> FrameInput:
+    """Build a ``FrameInput``: the one builder, shared by the node and the offline runner.
+
+    ``image`` is the raw colour message (Image-like or CompressedImage-like, any
+    message family); its ``width``/``height`` are read when it has them, else 0
+    (compressed: the decoded size is used). ``stamp_ns`` and ``frame_id`` come from
+    its header, converted by the caller.
+    """
+    width = int(getattr(image, "width", 0) or 0)
+    height = int(getattr(image, "height", 0) or 0)
+    return FrameInput(
+        meta=FrameMeta(stamp_ns=int(stamp_ns), frame_id=str(frame_id), width=width, height=height),
+        image=image,
+        depth=depth,
+        intrinsics=intrinsics,
+        prompt=prompt,
+        task=task,
+        timeout_s=timeout_s,
+    )
 
 
 @dataclass(frozen=True)
@@ -202,10 +230,6 @@ class Perceiver:
         except RuntimeError:
             self._fail(out, StepPerceptionError("the perceiver is closed"), "internal_errors")
         return out
-
-    def process_now(self, frame: FrameInput, timeout: float | None = None) -> PerceptionResult:
-        """Process ``frame`` and wait for the result (offline tools, tests); raises its error."""
-        return self.submit(frame).result(timeout=timeout)
 
     def stats(self) -> PerceiverStats:
         """Snapshot of the counters and latency percentiles."""

@@ -12,6 +12,11 @@ result drain, timers, parameter and lifecycle services. The ``query`` and
 answer occupies one executor thread and never the loop. ``main`` spins a
 ``MultiThreadedExecutor``.
 
+The decisions live in the pure core and are unit-tested there: the frame gate
+and the content-filter policy (core/frames.py), depth pairing, held frames and
+the clock-jump reset (core/sync.py), the query's frame and reply
+(core/query.py). This module only translates between ROS and the core.
+
 Lifecycle: configure reads the parameters and builds the backend, activate
 subscribes, deactivate unsubscribes (in-flight answers are discarded),
 cleanup frees the backend. ``autostart`` (default true) walks to active.
@@ -20,87 +25,59 @@ cleanup frees the backend. ``autostart`` (default true) walks to active.
 from __future__ import annotations
 
 import contextlib
-import math
 import queue
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock
-from rclpy.clock_type import ClockType
+
+try:
+    from rclpy.clock_type import ClockType  # Jazzy and later
+except ImportError:  # Humble: ClockType lives in rclpy.clock (rclpy.clock_type came with Jazzy)
+    from rclpy.clock import ClockType  # type: ignore[attr-defined,no-redef]
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.lifecycle.publisher import LifecyclePublisher
 from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-)
-from rclpy.subscription import Subscription
-from rclpy.utilities import get_rmw_implementation_identifier, try_shutdown
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from rclpy.utilities import try_shutdown
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
-from visualization_msgs.msg import MarkerArray
 
-from step_perception.backends.base import Backend
 from step_perception.backends.factory import backend_from_config
-from step_perception.core.config import (
-    ImageTransportKind,
-    PerceptionConfig,
-    Reliability,
-)
-from step_perception.core.errors import (
-    BackendError,
-    ConfigError,
-    ImageError,
-    ParseError,
-    StepPerceptionError,
-)
-from step_perception.core.frames import Decision, FrameGate, GateCounters
-from step_perception.core.pipeline import FrameInput, Perceiver, PerceiverStats
-from step_perception.core.types import CameraIntrinsics, FrameMeta, PerceptionResult, Task
-from step_perception.ros.content_filter import (
-    ContentFilterError,
-    StampFilter,
-    middleware_filter_is_safe,
-)
-from step_perception.ros.conversions import (
-    command_msg,
-    detection_array,
-    intrinsics_from_camera_info,
-    scene_msg,
-    stamp_to_ns,
-)
+from step_perception.core.backend import Backend
+from step_perception.core.config import PerceptionConfig
+from step_perception.core.errors import BackendError, ConfigError, StepPerceptionError
+from step_perception.core.frames import FrameGate, GateCounters
+from step_perception.core.loop import Dispatch, FrameLoop
+from step_perception.core.pipeline import Perceiver, PerceiverStats, frame_input
+from step_perception.core.query import FrameMailbox
+from step_perception.core.sync import ClockJump, DepthSync
+from step_perception.core.types import CameraIntrinsics, PerceptionResult
+from step_perception.ros.conversions import intrinsics_from_camera_info, stamp_to_ns
 from step_perception.ros.diagnostics import Diagnostics, DiagnosticsSnapshot
+from step_perception.ros.inputs import CameraCallbacks, CameraInputs
+from step_perception.ros.outputs import Outputs
 from step_perception.ros.params import (
-    ContentFilterMode,
     NodeSettings,
     apply_updates,
     declare_parameters,
     read_settings,
+    validate_updates,
 )
-from step_perception.ros.viz import debug_image, markers
+from step_perception.ros.qos import DEPTH_KEEP
+from step_perception.ros.query_service import QueryContext, QueryService
 
-# The repo's source folder step_perception_msgs/ shadows the built package for mypy.
-from step_perception_msgs.msg import ObjectDetectionArray, SceneDescription  # type: ignore[attr-defined]
-from step_perception_msgs.srv import Query  # type: ignore[attr-defined]
-
-__all__ = ["NODE_NAME", "PerceptionNode", "depth_qos", "image_qos", "main", "output_qos"]
+__all__ = ["NODE_NAME", "PerceptionNode", "main"]
 
 NODE_NAME = "step_perception"
 # [s] how long an admitted colour frame waits for its aligned depth. Measured here (replayed
@@ -109,60 +86,9 @@ NODE_NAME = "step_perception"
 # next heartbeat); waiting longer would stall the loop, so those frames go out without 3D
 # positions and are counted as drops_no_depth_in_time.
 _DEPTH_WAIT_S = 0.5
-_DEPTH_MATCH_NS = 25_000_000  # [ns] depth and colour stamps closer than this are "aligned"
-_DEPTH_KEEP = 4  # depth frames kept for matching
 _CLOCK_JUMP_NS = 1_000_000_000  # a clock going back further than this resets the gate
 _LOG_THROTTLE_S = 5.0
-_MAX_QUERIES = 2  # concurrent queries; more are refused at once (keeps executor threads free)
 _EXECUTOR_THREADS = 4
-
-
-def image_qos(reliability: Reliability) -> QoSProfile:
-    """Camera input QoS: the sensor-data profile (keep last 1), reliability as configured."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=1,
-        reliability=(
-            ReliabilityPolicy.RELIABLE
-            if reliability is Reliability.RELIABLE
-            else ReliabilityPolicy.BEST_EFFORT
-        ),
-        durability=DurabilityPolicy.VOLATILE,
-    )
-
-
-def depth_qos(reliability: Reliability) -> QoSProfile:
-    """Depth input QoS: as the image's, but keeping a few frames.
-
-    Depth is paired with a colour frame by stamp, so it must not be overwritten before the
-    pairing. Measured here: a reliable keep-last-1 reader received only 9-10 of 24 replayed
-    1280x720 16UC1 depth frames sent right after their colour frames; keep-last-``_DEPTH_KEEP``
-    received all 24.
-    """
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=_DEPTH_KEEP,
-        reliability=image_qos(reliability).reliability,
-        durability=DurabilityPolicy.VOLATILE,
-    )
-
-
-def output_qos() -> QoSProfile:
-    """Output QoS: reliable, keep last 10."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=10,
-        reliability=ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.VOLATILE,
-    )
-
-
-@dataclass
-class _Waiter:
-    """A query waiting for the next frame to arrive."""
-
-    event: threading.Event = field(default_factory=threading.Event)
-    msg: Any = None
 
 
 @dataclass(frozen=True)
@@ -174,13 +100,8 @@ class _Finished:
     future: Future[PerceptionResult]
 
 
-@dataclass
-class _Held:
-    """An admitted colour frame waiting briefly for its aligned depth."""
-
-    msg: Any
-    generation: int
-    deadline: float  # monotonic
+def _stamp(msg: Any) -> int:
+    return stamp_to_ns(msg.header.stamp)
 
 
 class PerceptionNode(LifecycleNode):
@@ -199,21 +120,24 @@ class PerceptionNode(LifecycleNode):
         self._config: PerceptionConfig | None = None
         self._backend: Backend | None = None
         self._perceiver: Perceiver | None = None
-        self._gate: FrameGate[Any] | None = None
+        self._loop: FrameLoop[Any, Image] | None = None
         self._enabled = True
-        self._pubs: dict[str, LifecyclePublisher] = {}
-        self._subs: list[Subscription] = []
-        self._filters: list[StampFilter] = []
-        self._input_path = "none"
+        self._outputs: Outputs | None = None
+        self._inputs = CameraInputs(
+            self,
+            self._loop_group,
+            self._steady,
+            CameraCallbacks(
+                self._on_image, self._on_depth, self._on_camera_info, self._on_prompt,
+                self._check_held,
+            ),
+        )  # fmt: skip
         self._intrinsics: CameraIntrinsics | None = None
-        self._depths: deque[Any] = deque(maxlen=_DEPTH_KEEP)
-        self._held: _Held | None = None
-        self._depth_timer: Any = None
-        self._last_now_ns: int | None = None
-        self._latest: tuple[Any, float] | None = None  # (msg, monotonic receipt)
-        self._latest_stamp_ns: int | None = None
-        self._waiters: list[_Waiter] = []
-        self._queries = threading.BoundedSemaphore(_MAX_QUERIES)
+        self._sync: DepthSync[Any, Image] = DepthSync(
+            time.monotonic, keep=DEPTH_KEEP, wait_s=_DEPTH_WAIT_S
+        )
+        self._clock_jump = ClockJump(_CLOCK_JUMP_NS)
+        self._mailbox: FrameMailbox[Any] = FrameMailbox(time.monotonic)
         self._finished: queue.SimpleQueue[_Finished] = queue.SimpleQueue()
 
         ns = self.get_namespace()
@@ -226,9 +150,11 @@ class PerceptionNode(LifecycleNode):
         self.create_timer(
             1.0, self._publish_diagnostics, callback_group=self._loop_group, clock=self._steady
         )
-        self.create_service(Query, "query", self._on_query, callback_group=self._service_group)
+        self._query = QueryService(
+            self, self._service_group, self._mailbox, self._query_context, self._wake.trigger
+        )
         self.create_service(SetBool, "enable", self._on_enable, callback_group=self._service_group)
-        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_on_set_parameters_callback(lambda ps: validate_updates(self, self._config, ps))
         self.add_post_set_parameters_callback(self._apply_parameters)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -272,6 +198,7 @@ class PerceptionNode(LifecycleNode):
                 max_inflight=config.max_inflight,
                 max_frame_age_s=config.max_frame_age_s,
             )
+            loop = FrameLoop(gate, self._sync, self._clock_jump, use_depth=config.use_depth)
             perceiver = Perceiver(config, backend, now_ns=self._now_ns)
         except StepPerceptionError as err:
             backend.close()
@@ -279,15 +206,8 @@ class PerceptionNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         with self._lock:
             self._settings, self._config = settings, config
-            self._backend, self._perceiver, self._gate = backend, perceiver, gate
-        qos = output_qos()
-        self._pubs = {
-            "detections": self.create_lifecycle_publisher(ObjectDetectionArray, "detections", qos),
-            "scene": self.create_lifecycle_publisher(SceneDescription, "scene", qos),
-            "command": self.create_lifecycle_publisher(String, "command", qos),
-            "debug_image": self.create_lifecycle_publisher(Image, "debug_image", qos),
-            "markers": self.create_lifecycle_publisher(MarkerArray, "markers", qos),
-        }
+            self._backend, self._perceiver, self._loop = backend, perceiver, loop
+        self._outputs = Outputs(self)
         self.get_logger().info(
             f"configured: backend={backend.name} model={config.model} "
             f"profile={config.model_profile} task={config.task.value} rate_hz={config.rate_hz:g} "
@@ -301,11 +221,12 @@ class PerceptionNode(LifecycleNode):
         """Subscribe to the camera topics and start publishing."""
         assert self._settings is not None and self._config is not None
         try:
-            self._subscribe(self._settings, self._config)
+            self._inputs.subscribe(self._config, self._settings.content_filter)
         except Exception as err:  # an RMW error must not leave half a subscription set
             self.get_logger().error(f"activate failed: {err!r}")
             self._unsubscribe()
             return TransitionCallbackReturn.FAILURE
+        self._update_filter()
         self._state = "active"
         ret = super().on_activate(state)
         self._wake.trigger()
@@ -314,14 +235,10 @@ class PerceptionNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe; answers still in flight are discarded."""
         self._unsubscribe()
-        if self._gate is not None:
-            self._gate.reset()
-        self._held = None
+        if self._loop is not None:
+            self._loop.reset()
         self._state = "inactive"
-        with self._lock:  # queries waiting for a frame get none now
-            waiters, self._waiters = self._waiters, []
-        for w in waiters:
-            w.event.set()
+        self._mailbox.release_waiters()  # queries waiting for a frame get none now
         self.get_logger().info("deactivated: camera unsubscribed")
         return super().on_deactivate(state)
 
@@ -355,137 +272,35 @@ class PerceptionNode(LifecycleNode):
         self._unsubscribe()
         self._release()
 
+    def _unsubscribe(self) -> None:
+        self._inputs.unsubscribe()
+        self._sync.clear()
+
     def _release(self) -> None:
         with self._lock:
             perceiver, backend = self._perceiver, self._backend
-            self._perceiver = self._backend = self._gate = None
+            self._perceiver = self._backend = self._loop = None
             self._settings = self._config = None
-            waiters, self._waiters = self._waiters, []
-        for w in waiters:
-            w.event.set()
-        for pub in self._pubs.values():
-            self.destroy_lifecycle_publisher(pub)
-        self._pubs = {}
+        self._mailbox.release_waiters()
+        if self._outputs is not None:
+            self._outputs.destroy()
+            self._outputs = None
         if perceiver is not None:
             perceiver.close()
         if backend is not None:
             backend.close()
 
-    # -- subscriptions and the content filter ------------------------------------------------
-
-    def _subscribe(self, settings: NodeSettings, config: PerceptionConfig) -> None:
-        qos = image_qos(config.reliability)
-        if config.image_transport is ImageTransportKind.COMPRESSED:
-            image = self.create_subscription(
-                CompressedImage, "image_raw/compressed", self._on_image, qos,
-                callback_group=self._loop_group,
-            )  # fmt: skip
-        else:
-            image = self.create_subscription(
-                Image, "image_raw", self._on_image, qos, callback_group=self._loop_group
-            )
-        self._subs = [image]
-        self._subs.append(
-            self.create_subscription(
-                CameraInfo,
-                "camera_info",
-                self._on_camera_info,
-                qos,
-                callback_group=self._loop_group,
-            )
-        )
-        self._subs.append(
-            self.create_subscription(
-                String, "prompt", self._on_prompt, output_qos(), callback_group=self._loop_group
-            )
-        )
-        depth = None
-        if config.use_depth:
-            depth = self.create_subscription(
-                Image,
-                "depth/image_raw",
-                self._on_depth,
-                depth_qos(config.reliability),
-                callback_group=self._loop_group,
-            )
-            self._subs.append(depth)
-            self._depth_timer = self.create_timer(
-                0.05, self._check_held, callback_group=self._loop_group, clock=self._steady
-            )
-        self._filters = []
-        self._input_path = "plain"
-        why = self._filter_refusal(settings.content_filter)
-        if why:
-            self.get_logger().info(f"input path: plain keep-last-1 subscription ({why})")
-        else:
-            filters = [StampFilter(s) for s in (image, depth) if s is not None]
-            if all(f.enable() for f in filters):
-                self._filters = filters
-                self._input_path = "content_filter"
-                self.get_logger().info(
-                    "input path: DDS content filter on header.stamp, driven by the throttle"
-                )
-            else:
-                for f in filters:  # leave none half-filtered: open them all
-                    with contextlib.suppress(ContentFilterError):
-                        f.set_bound(0)
-                self.get_logger().info(
-                    "input path: plain keep-last-1 subscription (the RMW has no "
-                    "content-filtered topics: is_cft_enabled is false)"
-                )
-        self._update_filter()
-
-    def _filter_refusal(self, mode: ContentFilterMode) -> str:
-        """Why the content filter is not used, or '' when it should be tried."""
-        if mode is ContentFilterMode.OFF:
-            return "content_filter is off"
-        if mode is ContentFilterMode.AUTO:
-            safe, why = middleware_filter_is_safe(get_rmw_implementation_identifier())
-            if not safe:
-                return f"content_filter auto: {why}; set content_filter:=on to force it"
-        return ""
-
-    def _unsubscribe(self) -> None:
-        for sub in self._subs:
-            self.destroy_subscription(sub)
-        self._subs, self._filters = [], []
-        if self._depth_timer is not None:
-            self.destroy_timer(self._depth_timer)
-            self._depth_timer = None
-        self._input_path = "none"
-        self._depths.clear()
-
     def _update_filter(self) -> None:
         """Move the content filters to what the gate (and waiting queries) will take next."""
-        if not self._filters or self._gate is None:
-            return
-        with self._lock:
-            waiting = bool(self._waiters)
-        bound: int | None
-        if waiting:  # a query takes the next frame, whatever the throttle says
-            bound = 0 if self._latest_stamp_ns is None else self._latest_stamp_ns + 1
-        elif not self._enabled:
-            bound = None
-        else:
-            bound = self._gate.next_accept_stamp_ns()
-        held = self._held
-        if held is not None and not waiting:
-            bound = None  # a frame waits for its depth: no other colour frame is needed now
-        # filters[0] is the colour image, filters[1] (if any) the depth, which must let the
-        # held frame's depth through.
-        bounds = [bound, stamp_to_ns(held.msg.header.stamp) if held is not None else bound]
-        try:
-            for f, b in zip(self._filters, bounds, strict=False):
-                f.set_bound(b)
-        except ContentFilterError as err:
-            self.get_logger().error(
-                f"content filter update failed ({err}); falling back to the plain subscription"
+        loop = self._loop
+        if loop is not None and self._inputs.filtered:
+            self._inputs.set_bounds(
+                loop.filter_bounds(
+                    enabled=self._enabled,
+                    query_waiting=self._mailbox.waiting,
+                    latest_stamp_ns=self._mailbox.latest_stamp_ns,
+                )
             )
-            for f in self._filters:
-                with contextlib.suppress(ContentFilterError):
-                    f.set_bound(0)
-            self._filters = []
-            self._input_path = "plain"
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -494,37 +309,25 @@ class PerceptionNode(LifecycleNode):
 
     def _on_image(self, msg: Any) -> None:
         self._diag.input.tick()
-        gate = self._gate
-        if gate is None or self._state != "active":
+        loop = self._loop
+        if loop is None or self._state != "active":
             self._diag.drop("inactive")
             return
-        now = self._now_ns()
-        if self._last_now_ns is not None and now < self._last_now_ns - _CLOCK_JUMP_NS:
+        if loop.check_clock(self._now_ns()):
             self.get_logger().info("clock jumped back (bag loop?): throttle reset")
-            gate.reset()
-            self._held = None
-        self._last_now_ns = now
-        stamp = stamp_to_ns(msg.header.stamp)
-        with self._lock:
-            self._latest = (msg, time.monotonic())
-            self._latest_stamp_ns = stamp
-            waiters, self._waiters = self._waiters, []
-        for w in waiters:
-            w.msg = msg
-            w.event.set()
+        stamp = _stamp(msg)
+        self._mailbox.put(stamp, msg)
         if not self._enabled:
             self._diag.drop("disabled")
-        elif gate.offer(stamp, msg) is Decision.SEND_NOW:
-            self._send(msg, gate.generation)
+        else:
+            self._send(loop.offer(stamp, msg)[1])
         self._update_filter()
 
     def _on_depth(self, msg: Image) -> None:
         self._diag.received("depth")
-        self._depths.append(msg)
-        held = self._held
-        if held is not None and self._match_depth(held.msg) is not None:
-            self._held = None
-            self._send(held.msg, held.generation)
+        dispatch = self._loop.add_depth(_stamp(msg), msg) if self._loop is not None else None
+        if dispatch is not None:  # the held colour frame now has its depth
+            self._send(dispatch)
             self._update_filter()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -542,49 +345,26 @@ class PerceptionNode(LifecycleNode):
         if not result.successful:
             self.get_logger().warning(f"prompt topic: rejected: {result.reason}")
 
-    def _match_depth(self, colour: Any) -> Image | None:
-        stamp = stamp_to_ns(colour.header.stamp)
-        best, best_dt = None, _DEPTH_MATCH_NS + 1
-        for d in list(self._depths):  # a copy: the query thread reads while the loop appends
-            dt = abs(stamp_to_ns(d.header.stamp) - stamp)
-            if dt < best_dt:
-                best, best_dt = d, dt
-        return best
-
     def _check_held(self) -> None:
-        held = self._held
-        if held is not None and time.monotonic() >= held.deadline:
-            self._held = None
+        loop = self._loop
+        dispatch = loop.expired() if loop is not None else None
+        if dispatch is not None:
             self._diag.drop("no_depth_in_time")
-            self._send(held.msg, held.generation, wait_depth=False)
+            self._send(dispatch)
             self._update_filter()
 
-    def _frame_input(self, msg: Any, depth: Image | None, **overrides: Any) -> FrameInput:
-        width = int(getattr(msg, "width", 0) or 0)
-        height = int(getattr(msg, "height", 0) or 0)
-        meta = FrameMeta(
-            stamp_ns=stamp_to_ns(msg.header.stamp),
-            frame_id=str(msg.header.frame_id),
-            width=width,
-            height=height,
-        )
-        return FrameInput(
-            meta=meta, image=msg, depth=depth, intrinsics=self._intrinsics, **overrides
-        )
-
-    def _send(self, msg: Any, generation: int, *, wait_depth: bool = True) -> None:
-        """Hand an admitted frame to the perceiver (or hold it briefly for its depth)."""
-        perceiver, config = self._perceiver, self._config
-        if perceiver is None or config is None:
+    def _send(self, d: Dispatch[Any, Image] | None) -> None:
+        """Hand a frame the loop decided to send to the perceiver."""
+        perceiver = self._perceiver
+        if d is None or perceiver is None:
             return
-        depth = None
-        if config.use_depth:
-            depth = self._match_depth(msg)
-            if depth is None and wait_depth:
-                self._held = _Held(msg, generation, time.monotonic() + _DEPTH_WAIT_S)
-                return
-        future = perceiver.submit(self._frame_input(msg, depth))
-        future.add_done_callback(lambda f: self._post(_Finished(msg, generation, f)))
+        msg, generation = d.payload, d.generation
+        frame = frame_input(
+            msg, d.stamp_ns, msg.header.frame_id, depth=d.depth, intrinsics=self._intrinsics
+        )
+        perceiver.submit(frame).add_done_callback(
+            lambda f: self._post(_Finished(msg, generation, f))
+        )
 
     def _post(self, item: _Finished) -> None:
         # Worker thread: queue it and wake the executor; nothing else happens here.
@@ -597,69 +377,17 @@ class PerceptionNode(LifecycleNode):
                 item = self._finished.get_nowait()
             except queue.Empty:
                 break
-            gate = self._gate
-            if gate is None:
+            loop = self._loop
+            if loop is None:
                 continue
-            current = item.generation == gate.generation
-            nxt = gate.done(item.generation)
-            if current and self._state == "active":
-                self._publish(item.msg, item.future)
-            if nxt is not None:
-                self._send(nxt.payload, nxt.generation)
+            finished = loop.done(item.generation)
+            if finished.current and self._state == "active" and self._outputs is not None:
+                config = self._config
+                always = config is not None and config.publish_debug_image
+                if self._outputs.publish_outcome(item.msg, item.future, always_debug=always):
+                    self._diag.processed.tick()
+            self._send(finished.next)
         self._update_filter()
-
-    def _publish(self, msg: Any, future: Future[PerceptionResult]) -> None:
-        log = self.get_logger()
-        stamp = f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
-        try:
-            result = future.result()
-        except ImageError as err:
-            log.error(
-                f"malformed image (stamp {stamp}, frame_id {msg.header.frame_id!r}): {err}",
-                throttle_duration_sec=_LOG_THROTTLE_S,
-            )
-            return
-        except ParseError as err:
-            log.warning(f"unusable model answer: {err}", throttle_duration_sec=_LOG_THROTTLE_S)
-            return
-        except BackendError as err:
-            log.warning(f"model backend: {err}", throttle_duration_sec=_LOG_THROTTLE_S)
-            return
-        except Exception as err:
-            log.error(f"frame failed: {err!r}", throttle_duration_sec=_LOG_THROTTLE_S)
-            return
-        self._diag.processed.tick()
-        self._publish_result(msg, result)
-
-    def _publish_result(self, msg: Any, result: PerceptionResult) -> None:
-        header: Header = msg.header
-        pubs = self._pubs
-        if not pubs:
-            return
-        pubs["detections"].publish(detection_array(result, header))
-        pubs["scene"].publish(scene_msg(result, header))
-        command = command_msg(result)
-        if command is not None:
-            pubs["command"].publish(command)
-        if result.command_rejection:
-            self.get_logger().info(
-                f"command rejected: {result.command_rejection}",
-                throttle_duration_sec=_LOG_THROTTLE_S,
-            )
-        arr = markers(result, header)
-        if arr is not None:
-            pubs["markers"].publish(arr)
-        config = self._config
-        want_debug = (config is not None and config.publish_debug_image) or pubs[
-            "debug_image"
-        ].get_subscription_count() > 0
-        if want_debug:
-            try:
-                pubs["debug_image"].publish(debug_image(msg, result, header))
-            except ImageError as err:
-                self.get_logger().warning(
-                    f"debug image: {err}", throttle_duration_sec=_LOG_THROTTLE_S
-                )
 
     # -- services ----------------------------------------------------------------------------
 
@@ -671,100 +399,15 @@ class PerceptionNode(LifecycleNode):
         self.get_logger().info(f"enable service: {response.message}")
         return response
 
-    def _fresh_frame(self, config: PerceptionConfig) -> Any:
-        """Return the newest received frame when it is known to be the newest, else ``None``."""
-        if self._input_path != "plain":
-            return None  # filtered frames never arrived: the next one to come is the newest
+    def _query_context(self) -> QueryContext | str:
         with self._lock:
-            latest = self._latest
-        if latest is None or time.monotonic() - latest[1] > config.max_frame_age_s:
-            return None
-        return latest[0]
-
-    def _next_frame(self, deadline: float) -> Any:
-        waiter = _Waiter()
-        with self._lock:
-            self._waiters.append(waiter)
-        self._wake.trigger()  # opens the content filter for it
-        waiter.event.wait(max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-        self._wake.trigger()
-        return waiter.msg
-
-    def _on_query(self, request: Query.Request, response: Query.Response) -> Query.Response:
-        response.success = False
-        if not self._queries.acquire(blocking=False):
-            response.message = f"busy: {_MAX_QUERIES} queries are already running"
-            return response
-        try:
-            return self._answer_query(request, response)
-        finally:
-            self._queries.release()
-
-    def _answer_query(self, request: Query.Request, response: Query.Response) -> Query.Response:
-        with self._lock:
-            perceiver, config = self._perceiver, self._config
-        if perceiver is None or config is None or self._state != "active":
-            response.message = f"not active (lifecycle state {self._state})"
-            return response
-        timeout = float(request.timeout_s) if request.timeout_s > 0 else config.request_timeout_s
-        if not math.isfinite(timeout):
-            response.message = "timeout_s must be finite"
-            return response
-        deadline = time.monotonic() + timeout
-        msg = self._fresh_frame(config)
-        if msg is None:
-            msg = self._next_frame(deadline)
-        if msg is None:
-            response.message = f"no image arrived within {timeout:g} s"
-            return response
-        prompt = request.prompt.strip() or None
-        remaining = max(0.0, deadline - time.monotonic())
-        future = perceiver.submit(
-            self._frame_input(msg, self._match_depth(msg) if config.use_depth else None,
-                              prompt=prompt, timeout_s=remaining)
-        )  # fmt: skip
-        try:
-            result = future.result(timeout=remaining + 0.5)
-        except FutureTimeout:
-            future.cancel()
-            response.message = f"no answer within {timeout:g} s"
-            return response
-        except StepPerceptionError as err:
-            response.message = f"{type(err).__name__}: {err}"
-            return response
-        response.success = True
-        response.detections = detection_array(result, msg.header)
-        response.scene = scene_msg(result, msg.header)
-        if result.task is Task.COMMAND and result.command is not None:
-            response.answer = result.command.text()
-        else:
-            response.answer = result.summary
-        response.message = (
-            f"{len(result.detections)} object(s) in frame "
-            f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
-        )
-        if result.command_rejection:
-            response.message += f"; command rejected: {result.command_rejection}"
-        return response
+            perceiver, config, loop = self._perceiver, self._config, self._loop
+        if perceiver is None or config is None or loop is None or self._state != "active":
+            return f"not active (lifecycle state {self._state})"
+        latest_is_newest = self._inputs.input_path == "plain"  # filtered frames never arrived
+        return QueryContext(perceiver, config, loop, self._intrinsics, latest_is_newest)
 
     # -- parameters --------------------------------------------------------------------------
-
-    def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        config = self._config or self._config_from_parameters()
-        try:
-            apply_updates(config, params)
-        except ConfigError as err:
-            return SetParametersResult(successful=False, reason=str(err))
-        return SetParametersResult(successful=True)
-
-    def _config_from_parameters(self) -> PerceptionConfig:
-        try:
-            return read_settings(self).config
-        except ConfigError:
-            return PerceptionConfig()
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
         config = self._config
@@ -781,8 +424,8 @@ class PerceptionNode(LifecycleNode):
             self._config = new
         if self._perceiver is not None:
             self._perceiver.update_config(new)
-        if self._gate is not None:
-            self._gate.reconfigure(rate_hz=new.rate_hz, max_frame_age_s=new.max_frame_age_s)
+        if self._loop is not None:
+            self._loop.gate.reconfigure(rate_hz=new.rate_hz, max_frame_age_s=new.max_frame_age_s)
         names = ", ".join(sorted(p.name for p in params))
         self.get_logger().info(f"parameters changed at run time: {names}")
         self._wake.trigger()
@@ -790,15 +433,15 @@ class PerceptionNode(LifecycleNode):
     # -- diagnostics -------------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
-        perceiver, gate, config, backend = self._perceiver, self._gate, self._config, self._backend
+        perceiver, loop, config, backend = self._perceiver, self._loop, self._config, self._backend
         snap = DiagnosticsSnapshot(
             lifecycle_state=self._state,
             enabled=self._enabled,
-            input_path=self._input_path,
-            rate_limit_hz=config.rate_hz if config is not None else math.nan,
+            input_path=self._inputs.input_path,
+            rate_limit_hz=config.rate_hz if config is not None else float("nan"),
             input_rate_hz=self._diag.input.rate(),
             processed_rate_hz=self._diag.processed.rate(),
-            gate=gate.counters() if gate is not None else GateCounters(),
+            gate=loop.gate.counters() if loop is not None else GateCounters(),
             node_drops=self._diag.node_drops(),
             stats=perceiver.stats() if perceiver is not None else PerceiverStats(),
             health=backend.health() if backend is not None else None,

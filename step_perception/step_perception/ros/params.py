@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
+)
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -34,6 +40,7 @@ __all__ = [
     "declare_parameters",
     "descriptor_for",
     "read_settings",
+    "validate_updates",
 ]
 
 
@@ -180,3 +187,23 @@ def apply_updates(config: PerceptionConfig, params: Iterable[Parameter]) -> Perc
     if not updates:
         return config
     return config.with_updates(**updates)
+
+
+def validate_updates(
+    node: Node, config: PerceptionConfig | None, params: Iterable[Parameter]
+) -> SetParametersResult:
+    """Check (for the on-set-parameters callback) that ``params`` give a valid config.
+
+    Before configure there is no config yet; the one the node's parameters
+    give now (or the defaults, when they are themselves invalid) is checked.
+    """
+    if config is None:
+        try:
+            config = read_settings(node).config
+        except ConfigError:
+            config = PerceptionConfig()
+    try:
+        apply_updates(config, params)
+    except ConfigError as err:
+        return SetParametersResult(successful=False, reason=str(err))
+    return SetParametersResult(successful=True)

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 from conftest import make_request
 from fault_server import Behaviour, FaultServer
-from step_perception.backends.base import Backend
+from step_perception.backends.cassette import CassetteBackend, load_cassette
 from step_perception.backends.openai import OpenAIBackend, OpenAIBackendConfig
-from step_perception.backends.replay import CassetteBackend, CassetteMode, load_cassette
 from step_perception.backends.transformers_backend import (
     TransformersBackend,
     TransformersBackendConfig,
 )
+from step_perception.core.backend import Backend
+from step_perception.core.config import CassetteMode
 from step_perception.core.errors import (
     BackendError,
     BackendUnavailableError,
@@ -146,6 +147,8 @@ def test_malformed_cassette_and_bad_modes(tmp_path: Path) -> None:
         CassetteBackend.replaying(tmp_path / "missing.jsonl")
     with pytest.raises(ConfigError, match="needs a live backend"):
         CassetteBackend(tmp_path / "x.jsonl", CassetteMode.RECORD)
+    with pytest.raises(ConfigError, match="mode off"):
+        CassetteBackend(tmp_path / "x.jsonl", CassetteMode.OFF)
 
 
 def test_closed_cassette_backend_fails_typed(tmp_path: Path) -> None:

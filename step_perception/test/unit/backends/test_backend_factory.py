@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import make_request
 from fault_server import FaultServer
-from step_perception.backends.factory import BACKEND_KINDS, make_backend, split_endpoints
+from step_perception.backends.cassette import CassetteBackend
+from step_perception.backends.factory import BACKEND_KINDS, make_backend
 from step_perception.backends.openai import OpenAIBackend
-from step_perception.backends.replay import CassetteBackend
 from step_perception.backends.transformers_backend import TransformersBackend
 from step_perception.core.errors import ConfigError
 
@@ -34,17 +34,16 @@ def test_import_is_light() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_split_endpoints() -> None:
-    assert split_endpoints("http://a:1/v1, http://b:2/v1  http://c/v1") == (
-        "http://a:1/v1",
-        "http://b:2/v1",
-        "http://c/v1",
-    )
-    assert split_endpoints(["http://a:1/v1", "http://b/v1,http://c/v1"]) == (
-        "http://a:1/v1",
-        "http://b/v1",
-        "http://c/v1",
-    )
+def test_endpoints_setting_takes_a_string_or_a_list() -> None:
+    one = make_backend("openai", endpoints="http://a:1/v1, http://b:2  http://a:1/v1/")
+    many = make_backend("openai", endpoints=["http://a:1/v1", "http://b:2/v1,http://c/v1"])
+    try:
+        assert isinstance(one, OpenAIBackend) and isinstance(many, OpenAIBackend)
+        assert one.config.endpoints == ("http://a:1/v1", "http://b:2/v1")
+        assert many.config.endpoints == ("http://a:1/v1", "http://b:2/v1", "http://c/v1")
+    finally:
+        one.close()
+        many.close()
 
 
 def test_openai_from_settings() -> None:
@@ -106,9 +105,9 @@ def test_bad_settings_are_config_errors(
 
 
 def test_backend_from_config_builds_each_kind(tmp_path: Path) -> None:
+    from step_perception.backends.cassette import CassetteBackend
     from step_perception.backends.factory import backend_from_config
     from step_perception.backends.openai import OpenAIBackend
-    from step_perception.backends.replay import CassetteBackend
     from step_perception.core.config import PerceptionConfig
 
     live = backend_from_config(

@@ -11,20 +11,20 @@ from typing import Any
 import pytest
 from conftest import make_request
 from fault_server import Behaviour, FaultServer, closed_port
-from step_perception.backends.base import Backend
 from step_perception.backends.openai import (
     NO_API_KEY,
     OpenAIBackend,
     OpenAIBackendConfig,
-    redact_url,
-    strip_reasoning,
 )
+from step_perception.core.backend import Backend
+from step_perception.core.endpoints import redact_url
 from step_perception.core.errors import (
     BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigError,
 )
+from step_perception.core.parsing import strip_reasoning
 
 FAST: dict[str, Any] = {
     "request_timeout_s": 0.4,
@@ -109,6 +109,7 @@ def test_reasoning_is_stripped_and_reasoning_content_ignored() -> None:
 
 def test_strip_reasoning_forms() -> None:
     assert strip_reasoning("<think>a</think><think>b</think> {} ") == "{}"
+    assert strip_reasoning("<THINK>a</Think>{}<think>b") == "{}"
     assert strip_reasoning("reasoning without opening tag</think>{}") == "{}"
     assert strip_reasoning('{"a": 1}<think>cut off by max_tok') == '{"a": 1}'
     assert strip_reasoning("plain") == "plain"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from conftest import make_request
-from step_perception.backends.base import Backend
 from step_perception.backends.transformers_backend import (
     TransformersBackend,
     TransformersBackendConfig,
 )
+from step_perception.core.backend import Backend
 from step_perception.core.errors import (
     BackendError,
     BackendTimeoutError,

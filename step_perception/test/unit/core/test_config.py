@@ -6,7 +6,6 @@ from step_perception.core.config import (
     ImageTransportKind,
     PerceptionConfig,
     Reliability,
-    parse_endpoints,
 )
 from step_perception.core.errors import ConfigError
 from step_perception.core.types import Task
@@ -153,9 +152,16 @@ def test_with_updates_revalidates_and_keeps_the_rest():
 
 
 def test_parse_endpoints_dedupes_and_splits():
+    from step_perception.core.endpoints import parse_endpoints
+
     assert parse_endpoints("http://a/v1, http://a/v1/  https://b/v1") == (
         "http://a/v1",
         "https://b/v1",
+    )
+    assert parse_endpoints(["http://a:1", "http://b/v1,http://c/v1"]) == (
+        "http://a:1/v1",
+        "http://b/v1",
+        "http://c/v1",
     )
 
 

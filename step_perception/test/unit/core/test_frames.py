@@ -117,14 +117,16 @@ def test_max_inflight_allows_parallel_requests():
     assert got is not None and got.payload == "c"
 
 
-def test_take_after_raising_max_inflight_and_reconfigure_validation():
+def test_raising_max_inflight_frees_a_slot_and_reconfigure_validation():
     gate, _clock = make(rate_hz=1000.0)
-    gate.offer(1 * MS, "a")
-    gate.offer(2 * MS, "b")
-    assert gate.take() is None  # no free slot
+    assert gate.offer(1 * MS, "a") is Decision.SEND_NOW
+    assert gate.offer(2 * MS, "b") is Decision.QUEUED
+    assert gate.next_accept_stamp_ns() is None  # no free slot
     gate.reconfigure(max_inflight=2)
-    got = gate.take()
+    assert gate.next_accept_stamp_ns() == 2 * MS + 1
+    got = gate.done()  # "a" finished: the waiting "b" goes out
     assert got is not None and got.payload == "b"
+    assert gate.inflight == 1
     with pytest.raises(ConfigError, match="rate_hz"):
         gate.reconfigure(rate_hz=0)
     with pytest.raises(ConfigError, match="max_inflight"):
@@ -182,3 +184,39 @@ def test_concurrent_offer_and_done_keep_invariants():
     c = gate.counters()
     assert c.offered == 5000
     assert c.sent == len(sent)
+
+
+# -- the content-filter policy --------------------------------------------------------------
+
+
+def bounds(next_accept_ns, *, enabled=True, waiting=False, latest=None, held=None):
+    from step_perception.core.frames import content_filter_bounds
+
+    b = content_filter_bounds(
+        next_accept_ns,
+        enabled=enabled,
+        query_waiting=waiting,
+        latest_stamp_ns=latest,
+        held_stamp_ns=held,
+    )
+    return b.colour, b.depth
+
+
+def test_filter_follows_the_gate():
+    gate, _clock = make(rate_hz=2.0, now=10 * S)
+    assert bounds(gate.next_accept_stamp_ns()) == (0, 0)
+    gate.offer(10 * S, "a")
+    assert bounds(gate.next_accept_stamp_ns()) == (None, None)  # busy: nothing through
+    gate.done()
+    assert bounds(gate.next_accept_stamp_ns()) == (10 * S + 500 * MS, 10 * S + 500 * MS)
+
+
+def test_filter_closed_when_disabled_and_opened_for_a_waiting_query():
+    assert bounds(7, enabled=False) == (None, None)
+    assert bounds(None, enabled=False, waiting=True, latest=41) == (42, 42)
+    assert bounds(None, waiting=True) == (0, 0)  # nothing received yet: anything
+
+
+def test_held_frame_closes_colour_and_lets_its_depth_through():
+    assert bounds(7, held=5 * S) == (None, 5 * S)
+    assert bounds(7, waiting=True, latest=9, held=5 * S) == (10, 5 * S)  # the query still wins

@@ -115,7 +115,7 @@ def perceiver_factory():
 def test_detect_end_to_end_with_depth(perceiver_factory):
     backend = CannedBackend("<think>ok</think>\n```json\n" + json.dumps(ANSWER) + "\n```")
     p = perceiver_factory(backend)
-    r = p.process_now(frame(depth=depth_msg(), intrinsics=K), timeout=10)
+    r = p.submit(frame(depth=depth_msg(), intrinsics=K)).result(timeout=10)
     assert r.frame == META and r.task is Task.DETECT
     cube, _mug = r.detections
     assert (cube.box.x1, cube.box.y1, cube.box.x2, cube.box.y2) == pytest.approx(
@@ -151,7 +151,7 @@ def test_compressed_input_fills_the_source_size(perceiver_factory):
     backend = CannedBackend(json.dumps(ANSWER))
     p = perceiver_factory(backend)
     meta = FrameMeta(5, "cam", 0, 0)
-    r = p.process_now(FrameInput(meta=meta, image=msg), timeout=10)
+    r = p.submit(FrameInput(meta=meta, image=msg)).result(timeout=10)
     assert (r.frame.width, r.frame.height) == (1920, 1080)
     assert (backend.requests[0].image.width, backend.requests[0].image.height) == (728, 410)
     assert max(d.box.x2 for d in r.detections) <= 1920
@@ -160,14 +160,14 @@ def test_compressed_input_fills_the_source_size(perceiver_factory):
 def test_command_task_accepts_and_rejects_with_counts(perceiver_factory):
     cfg = PerceptionConfig.from_mapping({"task": "command", "prompt": "pick the cube"})
     p = perceiver_factory(CannedBackend(json.dumps(ANSWER)), cfg)
-    r = p.process_now(frame(depth=depth_msg(), intrinsics=K), timeout=10)
+    r = p.submit(frame(depth=depth_msg(), intrinsics=K)).result(timeout=10)
     assert r.command is not None
     assert r.command.text().startswith(
         'pick target="red cube" id=0 x='
     ) and r.command.text().endswith(" frame=cam_optical")
     bad = dict(ANSWER, action={"name": "launch_missiles", "target": 0})
     p2 = perceiver_factory(CannedBackend(json.dumps(bad)), cfg)
-    r2 = p2.process_now(frame(), timeout=10)
+    r2 = p2.submit(frame()).result(timeout=10)
     assert r2.command is None and r2.command_rejection.startswith("action_not_allowed")
     s = p2.stats()
     assert s.rejected_commands == 1 and s.rejections == (("action_not_allowed", 1),)
@@ -177,12 +177,12 @@ def test_query_overrides_and_deadlines(perceiver_factory):
     now = {"ns": META.stamp_ns + 500_000_000}  # the frame is 0.5 s old
     backend = CannedBackend(json.dumps(ANSWER))
     p = perceiver_factory(backend, now_ns=lambda: now["ns"], monotonic=lambda: 100.0)
-    r = p.process_now(frame(prompt="where is the mug?", task=Task.LOCATE), timeout=10)
+    r = p.submit(frame(prompt="where is the mug?", task=Task.LOCATE)).result(timeout=10)
     assert r.task is Task.LOCATE and r.query == "where is the mug?"
     req = backend.requests[0]
     assert "Task: locate" in req.user and "Request: where is the mug?" in req.user
     assert req.deadline == pytest.approx(100.0 + 2.0 - 0.5)
-    p.process_now(frame(timeout_s=7.0), timeout=10)
+    p.submit(frame(timeout_s=7.0)).result(timeout=10)
     assert backend.requests[1].deadline == pytest.approx(107.0)
 
 
@@ -212,7 +212,7 @@ def test_update_config_applies_to_new_frames(perceiver_factory):
     backend = CannedBackend(json.dumps(ANSWER))
     p = perceiver_factory(backend)
     p.update_config(p.config.with_updates(prompt="only cubes", max_image_side=320))
-    p.process_now(frame(), timeout=10)
+    p.submit(frame()).result(timeout=10)
     assert "Request: only cubes" in backend.requests[0].user
     assert backend.requests[0].image.width == 320
 
@@ -250,7 +250,7 @@ def test_bad_depth_costs_positions_not_the_frame(perceiver_factory):
     p = perceiver_factory(CannedBackend(json.dumps(ANSWER)))
     broken = depth_msg()
     broken.step = 3
-    r = p.process_now(frame(depth=broken, intrinsics=K), timeout=10)
+    r = p.submit(frame(depth=broken, intrinsics=K)).result(timeout=10)
     assert all(d.position is None for d in r.detections)
     assert p.stats().depth_errors == 1
 
@@ -260,3 +260,14 @@ def test_closed_perceiver_fails_futures_instead_of_hanging():
     p.close()
     with pytest.raises(StepPerceptionError, match="closed"):
         p.submit(frame()).result(timeout=5)
+
+
+def test_frame_input_builder_reads_the_size_when_the_image_has_one():
+    from step_perception.core.pipeline import frame_input
+
+    raw = SimpleNamespace(width=64, height=48)
+    f = frame_input(raw, 5, "cam", depth="d", intrinsics=K, prompt="mug", timeout_s=1.5)
+    assert f.meta == FrameMeta(5, "cam", 64, 48)
+    assert (f.image, f.depth, f.intrinsics, f.prompt, f.timeout_s) == (raw, "d", K, "mug", 1.5)
+    compressed = frame_input(SimpleNamespace(format="jpeg", data=b""), 6, "cam", task=Task.LOCATE)
+    assert compressed.meta == FrameMeta(6, "cam", 0, 0) and compressed.task is Task.LOCATE

@@ -21,6 +21,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[3]  # step_perception/ (the ROS p
 LAUNCH_FILE = PACKAGE_DIR / "launch" / "perception.launch.py"
 PARAMS_YAML = PACKAGE_DIR / "config" / "params.yaml"
 NODE_PY = PACKAGE_DIR / "step_perception" / "ros" / "node.py"
+INPUTS_PY = PACKAGE_DIR / "step_perception" / "ros" / "inputs.py"  # the node's subscriptions
 PARAMS_PY = PACKAGE_DIR / "step_perception" / "ros" / "params.py"
 SETUP_PY = PACKAGE_DIR / "setup.py"
 
@@ -89,9 +90,9 @@ def test_launch_parameters_are_declared_by_the_node() -> None:
 
 
 def test_launch_topics_are_the_nodes_inputs() -> None:
-    node_topics = _string_args(NODE_PY, "create_subscription") | {
+    node_topics = _string_args(INPUTS_PY, "create_subscription") | {
         c.value
-        for c in ast.walk(_tree(NODE_PY))
+        for c in ast.walk(_tree(INPUTS_PY))
         if isinstance(c, ast.Constant) and isinstance(c.value, str)
     }
     for argument, (topic, _default) in LAUNCH["TOPIC_ARGUMENTS"].items():

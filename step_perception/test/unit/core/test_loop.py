@@ -1,0 +1,86 @@
+"""The node's frame path without ROS (core/loop.py): gate, depth pairing, holds, clock jumps."""
+
+from step_perception.core.frames import Decision, FilterBounds, FrameGate
+from step_perception.core.loop import FrameLoop
+from step_perception.core.sync import ClockJump, DepthSync
+
+MS = 1_000_000
+S = 1_000_000_000
+
+
+class Clock:
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def make(*, use_depth, rate_hz=10.0, max_inflight=1):
+    ros_now, mono = Clock(100 * S), Clock(50.0)
+    gate = FrameGate(ros_now, rate_hz=rate_hz, max_inflight=max_inflight, max_frame_age_s=2.0)
+    sync = DepthSync(mono, keep=4, wait_s=0.5)
+    return FrameLoop(gate, sync, ClockJump(S), use_depth=use_depth), ros_now, mono
+
+
+def test_without_depth_an_admitted_frame_goes_at_once():
+    loop, _ros, _mono = make(use_depth=False)
+    decision, d = loop.offer(100 * S, "c0")
+    assert decision is Decision.SEND_NOW
+    assert d is not None and (d.payload, d.stamp_ns, d.depth, d.generation) == (
+        "c0",
+        100 * S,
+        None,
+        0,
+    )
+    assert loop.offer(100 * S + 10 * MS, "c1") == (Decision.DROPPED_RATE, None)
+    assert loop.depth_for(100 * S) is None
+
+
+def test_with_depth_a_frame_waits_for_its_depth_then_goes_with_it():
+    loop, _ros, _mono = make(use_depth=True)
+    decision, d = loop.offer(100 * S, "c0")
+    assert decision is Decision.SEND_NOW and d is None  # held: no depth yet
+    bounds = loop.filter_bounds(enabled=True, query_waiting=False, latest_stamp_ns=100 * S)
+    assert bounds == FilterBounds(colour=None, depth=100 * S)  # only its depth may come
+    d = loop.add_depth(100 * S + 3 * MS, "d0")
+    assert d is not None and (d.payload, d.depth) == ("c0", "d0")
+
+
+def test_depth_that_came_first_is_paired_at_once():
+    loop, _ros, _mono = make(use_depth=True)
+    assert loop.add_depth(100 * S - 2 * MS, "d0") is None  # nothing held
+    _, d = loop.offer(100 * S, "c0")
+    assert d is not None and d.depth == "d0"
+
+
+def test_a_held_frame_goes_without_depth_after_the_wait():
+    loop, _ros, mono = make(use_depth=True)
+    loop.offer(100 * S, "c0")
+    assert loop.expired() is None
+    mono.now += 0.6
+    d = loop.expired()
+    assert d is not None and (d.payload, d.depth) == ("c0", None)
+
+
+def test_done_frees_the_slot_and_routes_the_waiting_frame():
+    loop, _ros, _mono = make(use_depth=False, rate_hz=1000.0)
+    _, first = loop.offer(100 * S, "c0")
+    assert first is not None
+    assert loop.offer(100 * S + 5 * MS, "c1") == (Decision.QUEUED, None)
+    finished = loop.done(first.generation)
+    assert finished.current and finished.next is not None and finished.next.payload == "c1"
+
+
+def test_a_clock_jump_resets_and_the_old_request_no_longer_counts():
+    loop, ros, _mono = make(use_depth=True)
+    assert loop.check_clock(ros.now) is False
+    loop.offer(100 * S, "c0")  # held for depth, holds the slot
+    ros.now = 10 * S  # the bag looped
+    assert loop.check_clock(ros.now) is True
+    assert loop.expired() is None and loop.add_depth(100 * S, "d0") is None  # hold dropped
+    finished = loop.done(0)  # the request from before the reset
+    assert not finished.current and finished.next is None
+    _, d = loop.offer(10 * S, "c-after")
+    assert d is None  # admitted again (held for its depth): the gate was reset
+    assert loop.gate.counters().sent == 2
