@@ -26,5 +26,6 @@ __all__ = [
     "prompts",
     "query",
     "sync",
+    "tokens",
     "types",
 ]
