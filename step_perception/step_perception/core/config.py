@@ -189,6 +189,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "max_tokens", "int", "Max answer tokens (0 = profile default).", 0, 1_000_000, (), True
     ),
+    ParamSpec(
+        "thinking_token_budget",
+        "int",
+        "Max reasoning tokens before the server ends thinking (vLLM thinking_token_budget; "
+        "0 = profile default, -1 = don't send).",
+        -1,
+        1_000_000,
+        (),
+        True,
+    ),
     ParamSpec("model_path", "str", "Local model folder for the transformers backend."),
     ParamSpec("device", "str", "transformers backend device: auto, cpu, cuda or cuda:N."),
     ParamSpec(
@@ -278,6 +288,7 @@ class PerceptionConfig:
     reasoning_effort: str = ""  # "" = profile default, "none" = don't send
     use_response_format: bool | None = None  # None = profile default
     max_tokens: int = 0  # 0 = profile default
+    thinking_token_budget: int = 0  # 0 = profile default, -1 = don't send
     model_path: str = ""
     device: str = "auto"
     trust_remote_code: bool = False

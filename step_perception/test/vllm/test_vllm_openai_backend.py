@@ -9,9 +9,11 @@ answer that is all reasoning must be a typed error, not an empty parse.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 
 import cv2
+import jsonschema
 import numpy as np
 import pytest
 from conftest import scene_jpeg
@@ -21,7 +23,7 @@ from step_perception.core.errors import BackendError, BackendTimeoutError, Backe
 from step_perception.core.imaging import prepare_array
 from step_perception.core.prompts import build_request
 from step_perception.core.tokens import step3_image_tokens
-from step_perception.core.types import ModelRequest
+from step_perception.core.types import ModelRequest, Task
 from vllm_server import SERVED_MODEL, VllmServer
 
 
@@ -40,8 +42,10 @@ def backend(vllm_server: VllmServer) -> Iterator[OpenAIBackend]:
     b.close()
 
 
-def _request(width: int, height: int, *, max_side: int = 728, **config: object) -> ModelRequest:
-    bgr = cv2.imdecode(np.frombuffer(scene_jpeg(width, height), np.uint8), cv2.IMREAD_COLOR)
+def _request(
+    width: int, height: int, *, max_side: int = 728, seed: int = 0, **config: object
+) -> ModelRequest:
+    bgr = cv2.imdecode(np.frombuffer(scene_jpeg(width, height, seed), np.uint8), cv2.IMREAD_COLOR)
     image = prepare_array(bgr, max_side=max_side)
     cfg = PerceptionConfig.from_mapping(
         {"endpoint": "http://127.0.0.1:1/v1", "model": SERVED_MODEL, **config}
@@ -91,10 +95,38 @@ def test_image_above_the_servers_limit_is_a_typed_unretried_error(
     assert "pixels" in message
 
 
+@pytest.mark.parametrize("task", list(Task))
+def test_node_requests_get_schema_valid_answers(backend: OpenAIBackend, task: Task) -> None:
+    # The node's own request (its schema, its profile's sampling) with a small thinking budget:
+    # vLLM closes <think> after 8 tokens and the grammar makes the rest a valid answer, from
+    # random weights (max_objects 4 bounds the worst case: 4 objects of 64-char labels). What the
+    # parser then keeps of random boxes is not the point here.
+    for seed, size in enumerate([(1280, 720), (640, 480), (1920, 1080)]):
+        req = _request(
+            *size, seed=seed, task=task, thinking_token_budget=8, max_tokens=1500, max_objects=4
+        )
+        assert req.sampling.thinking_token_budget == 8 and req.use_response_format
+        reply = backend.submit(req).result(timeout=120)
+        assert req.json_schema is not None
+        jsonschema.validate(json.loads(reply.text), dict(req.json_schema))
+        assert "<think>" not in reply.text
+        assert reply.usage is not None and reply.attempts == 1
+        text_tokens = reply.usage.prompt_tokens - step3_image_tokens(
+            req.image.width, req.image.height
+        )
+        assert 0 < text_tokens < 1000
+
+
+def test_profile_default_sends_the_thinking_budget() -> None:
+    req = _request(640, 480)
+    assert req.sampling.thinking_token_budget == 1024  # step3p7's default
+
+
 def test_all_reasoning_answer_is_a_typed_error(backend: OpenAIBackend) -> None:
-    # The backend does not send thinking_token_budget yet, and random weights never close <think>:
-    # the server answers content=null after max_tokens. That must be a clear error.
-    req = _request(1280, 720, max_tokens=16)
+    # Without thinking_token_budget (-1: not sent) random weights never close <think>: the server
+    # answers content=null after max_tokens. That must be a clear error, not an empty parse.
+    req = _request(1280, 720, max_tokens=16, thinking_token_budget=-1)
+    assert req.sampling.thinking_token_budget is None
     assert req.image.width == 728 and req.image.height == 410
     with pytest.raises(BackendError) as info:
         backend.submit(req).result(timeout=120)

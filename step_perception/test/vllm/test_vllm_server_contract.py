@@ -40,33 +40,10 @@ def _ok(server: VllmServer, body: dict[str, Any]) -> dict[str, Any]:
     return dict(reply.json())
 
 
-def bounded(schema: Any) -> Any:
-    """The node's answer schema with every string, number, array and object bounded.
-
-    A grammar only guarantees a *complete* answer if the answer is finite: random weights fill an
-    unbounded string or an open object until ``max_tokens`` cuts the JSON off. (Measured here: with
-    the node's schema as it is, random weights write one endless label.)
-    """
-    if isinstance(schema, list):
-        return [bounded(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: bounded(v) for k, v in schema.items()}
-    kind = out.get("type")
-    if kind == "string" and "enum" not in out:
-        out["maxLength"] = 24
-    elif kind in ("number", "integer"):
-        out.update(type="integer", minimum=0, maximum=1000)
-    elif kind == "array":
-        out.setdefault("maxItems", 4)
-    elif kind == "object":
-        out["additionalProperties"] = False
-    return out
-
-
 def _schema(task: Task) -> dict[str, Any]:
-    schema = answer_schema(get_profile("step3p7"), task, 3, ("pick", "push"))
-    return dict(bounded(schema))
+    # The node's own schema: every value bounded, so a grammar-constrained answer always ends
+    # (with the unbounded schema of before, random weights wrote one endless label).
+    return answer_schema(get_profile("step3p7"), task, 3, ("pick", "push"))
 
 
 def _response_format(schema: dict[str, Any]) -> dict[str, Any]:
