@@ -16,15 +16,23 @@ integration tests check it against vLLM's own code and against the server's ``us
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
+from functools import lru_cache
 
 from step_perception.core.errors import ImageError
 
 __all__ = [
     "STEP3_CROP_TOKENS",
     "STEP3_GLOBAL_TOKENS",
+    "STEP3_LOW_CANVAS_SIDE",
     "STEP3_MAX_IMAGE_SIDE",
+    "Detail",
+    "SendSize",
     "Step3Tiling",
+    "most_pixels_within",
+    "step3_fewest_tokens_size",
     "step3_image_tokens",
     "step3_tiling",
 ]
@@ -121,3 +129,87 @@ def step3_tiling(width: int, height: int) -> Step3Tiling:
 def step3_image_tokens(width: int, height: int) -> int:
     """Return the prompt tokens a ``width`` x ``height`` image costs on Step-3.7-Flash."""
     return step3_tiling(width, height).tokens
+
+
+#: Longest side of Step-3.7's cheapest send geometry: below 728 px (and at most 1.5:1) an image
+#: costs only the 171-token global view.
+STEP3_LOW_CANVAS_SIDE = 727
+
+
+class Detail(str, Enum):
+    """How the node picks the size of the image it sends (parameter ``detail``)."""
+
+    LOW = "low"  # the fewest prompt tokens (pads to a cheap canvas where the profile knows one)
+    BALANCED = "balanced"  # the most pixels within the profile's image-token budget
+    HIGH = "high"  # a fixed longest side: max_image_side (and max_pixels), the classic setting
+
+
+@dataclass(frozen=True)
+class SendSize:
+    """The sent image: content resized to ``width`` x ``height`` at the top-left of a canvas.
+
+    ``canvas_width`` x ``canvas_height`` is what the model sees (equal to the content size when
+    nothing is padded). Padding only at the right and bottom keeps the sent-to-source map a pure
+    scale, so boxes map back exactly (and boxes in the padding clamp to the image's edge).
+    """
+
+    width: int
+    height: int
+    canvas_width: int
+    canvas_height: int
+
+    @property
+    def padded(self) -> bool:
+        """Whether the canvas is larger than the content."""
+        return (self.canvas_width, self.canvas_height) != (self.width, self.height)
+
+
+def _fit(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """Aspect-kept size with the longest side ``long_side`` (never larger than the source)."""
+    f = min(1.0, long_side / max(width, height))
+    return max(1, min(width, round(width * f))), max(1, min(height, round(height * f)))
+
+
+def step3_fewest_tokens_size(width: int, height: int) -> SendSize:
+    """Return Step-3.7's cheapest geometry: at most 727 px, padded to 4:3 when wider (or 3:4).
+
+    A 1280x720 frame becomes 727x409 content on a 727x545 canvas: 171 tokens instead of 337.
+    """
+    cw, ch = _fit(width, height, STEP3_LOW_CANVAS_SIDE)
+    if max(cw, ch) / min(cw, ch) <= 4 / 3:
+        return SendSize(cw, ch, cw, ch)
+    if cw >= ch:
+        return SendSize(cw, ch, cw, max(ch, round(cw * 3 / 4)))
+    return SendSize(cw, ch, max(cw, round(ch * 3 / 4)), ch)
+
+
+@lru_cache(maxsize=256)
+def _most_pixels_within(
+    width: int, height: int, budget: int, cost: Callable[[int, int], int]
+) -> tuple[int, int]:
+    # The cost is a step function of the size: scan every longest side from the largest down.
+    # When no size fits the budget, the cheapest cost's largest size wins.
+    cheapest: tuple[int, tuple[int, int]] | None = None
+    for long_side in range(min(max(width, height), STEP3_MAX_IMAGE_SIDE), 15, -1):
+        w, h = _fit(width, height, long_side)
+        tokens = cost(w, h)
+        if tokens <= budget:
+            return w, h
+        if cheapest is None or tokens < cheapest[0]:
+            cheapest = (tokens, (w, h))
+    return cheapest[1] if cheapest is not None else _fit(width, height, 16)
+
+
+def most_pixels_within(
+    width: int, height: int, budget: int, cost: Callable[[int, int], int]
+) -> SendSize:
+    """Return the largest aspect-kept size whose ``cost`` is at most ``budget`` tokens.
+
+    For Step-3.7 and a budget of 337 a 1280x720 frame goes at 1072x603 (2.2x the pixels of the
+    728x410 that costs the same). Never upscales; when no size fits the budget (a 16:9 image
+    never costs less than 337 on Step-3.7 without padding), the largest of the cheapest sizes.
+    """
+    if width <= 0 or height <= 0:
+        raise ImageError(f"image size {width}x{height} is empty")
+    w, h = _most_pixels_within(width, height, budget, cost)
+    return SendSize(w, h, w, h)

@@ -20,7 +20,8 @@ from conftest import scene_jpeg
 from step_perception.backends.openai import OpenAIBackend, OpenAIBackendConfig
 from step_perception.core.config import PerceptionConfig
 from step_perception.core.errors import BackendError, BackendTimeoutError, BackendUnavailableError
-from step_perception.core.imaging import prepare_array
+from step_perception.core.imaging import prepare_array_for
+from step_perception.core.profiles import get_profile
 from step_perception.core.prompts import build_request
 from step_perception.core.tokens import step3_image_tokens
 from step_perception.core.types import ModelRequest, Task
@@ -42,15 +43,13 @@ def backend(vllm_server: VllmServer) -> Iterator[OpenAIBackend]:
     b.close()
 
 
-def _request(
-    width: int, height: int, *, max_side: int = 728, seed: int = 0, **config: object
-) -> ModelRequest:
+def _request(width: int, height: int, *, seed: int = 0, **config: object) -> ModelRequest:
+    """The node's request for one synthetic frame (its geometry, prompt, schema, sampling)."""
     bgr = cv2.imdecode(np.frombuffer(scene_jpeg(width, height, seed), np.uint8), cv2.IMREAD_COLOR)
-    image = prepare_array(bgr, max_side=max_side)
     cfg = PerceptionConfig.from_mapping(
         {"endpoint": "http://127.0.0.1:1/v1", "model": SERVED_MODEL, **config}
     )
-    return build_request(cfg, image)
+    return build_request(cfg, prepare_array_for(bgr, cfg))
 
 
 def _count_4xx(server: VllmServer) -> float:
@@ -90,7 +89,7 @@ def test_image_above_the_servers_limit_is_a_typed_unretried_error(
     backend: OpenAIBackend, vllm_server: VllmServer
 ) -> None:
     # The node would never send this (it shrinks to max_image_side); a misconfigured max side does.
-    req = _request(4000, 2400, max_side=4000)
+    req = _request(4000, 2400, max_image_side=4000)
     message = _assert_client_error_once(backend, vllm_server, req)
     assert "pixels" in message
 
@@ -133,12 +132,22 @@ def test_all_reasoning_answer_is_a_typed_error(backend: OpenAIBackend) -> None:
     assert "no text content" in str(info.value) and "length" in str(info.value)
 
 
-def test_node_request_costs_what_the_token_function_says(vllm_server: VllmServer) -> None:
+@pytest.mark.parametrize(
+    ("detail", "sent", "image_tokens"),
+    [("high", (728, 410), 337), ("balanced", (1074, 604), 337), ("low", (727, 545), 171)],
+)
+def test_node_request_costs_what_the_profile_says(
+    vllm_server: VllmServer, detail: str, sent: tuple[int, int], image_tokens: int
+) -> None:
     import httpx
 
-    # The node's own request for a 720p frame (system prompt, task text, 728x410 JPEG), on the wire
-    # as the backend sends it: prompt tokens = its text alone + the image's tokens.
-    req = _request(1280, 720, max_tokens=1)
+    # The node's own request for a 720p frame at each detail (system prompt, task text, JPEG), on
+    # the wire as the backend sends it: prompt tokens = its text alone + the image's tokens, and
+    # the image's tokens are what the step3p7 profile's cost function says.
+    req = _request(1280, 720, max_tokens=1, detail=detail)
+    assert (req.image.width, req.image.height) == sent
+    cost = get_profile("step3p7").image_tokens
+    assert cost is not None and cost(*sent) == image_tokens
     body = {
         "model": SERVED_MODEL,
         "messages": [
