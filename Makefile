@@ -41,7 +41,7 @@ lint:  ## ruff (lint + format check), mypy (strict; again as Python 3.10) and ve
 demo: build  ## real perception end to end on the embedded reference model; prints a results table
 	@scripts/demo.sh
 
-bench: build  ## run the benchmarks under bench/ and print their tables
+bench: build vllm  ## run the benchmarks under bench/ and print their tables
 	@. ./env.sh && set -e && for b in bench/bench_*.py; do echo "== $$b"; python "$$b"; done
 
 clean:  ## remove build outputs (keeps .venv)
