@@ -262,6 +262,17 @@ def _parser() -> argparse.ArgumentParser:
     from step_perception_tools.demo import add_arguments as add_demo_arguments
 
     add_demo_arguments(d)
+
+    k = sub.add_parser(
+        "check-endpoint",
+        help="probe a live model server: models, latency, response_format, reasoning, image tokens",
+        description="Send the node's own request to a server and report whether it is fit for "
+        "the node; exits 1 when something is wrong (see step_perception_tools.check_endpoint).",
+        formatter_class=fmt,
+    )
+    from step_perception_tools.check_endpoint import add_arguments as add_check_arguments
+
+    add_check_arguments(k)
     return p
 
 
@@ -369,6 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from step_perception_tools.demo import main as demo_main
 
         return demo_main(argv[argv.index("demo") + 1 :])
+    if args.command == "check-endpoint":  # prints its own report, owns its exit status
+        from step_perception_tools.check_endpoint import main as check_main
+
+        return check_main(argv[argv.index("check-endpoint") + 1 :])
     console = Console(stderr=True)
     try:
         return _run(args, console)
