@@ -17,6 +17,7 @@ from vllm_smoke import make_scenes, run_task, smoke_env
 
 
 @pytest.mark.ros
+@pytest.mark.timeout(600)  # 2 nodes, replays, lockstep waits: ~110 s on a quiet machine
 def test_node_answers_every_frame_with_schema_valid_json(
     vllm_server: VllmServer, tmp_path: Path
 ) -> None:

@@ -16,7 +16,6 @@ import cv2
 import jsonschema
 import numpy as np
 import pytest
-from conftest import scene_jpeg
 from step_perception.backends.openai import OpenAIBackend, OpenAIBackendConfig
 from step_perception.core.config import PerceptionConfig
 from step_perception.core.errors import BackendError, BackendTimeoutError, BackendUnavailableError
@@ -25,6 +24,7 @@ from step_perception.core.profiles import get_profile
 from step_perception.core.prompts import build_request
 from step_perception.core.tokens import step3_image_tokens
 from step_perception.core.types import ModelRequest, Task
+from vllm_helpers import scene_jpeg
 from vllm_server import SERVED_MODEL, VllmServer
 
 

@@ -20,11 +20,11 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
-from conftest import chat_body, scene_jpeg
 from step_perception.core.profiles import get_profile
 from step_perception.core.prompts import answer_schema
 from step_perception.core.tokens import step3_image_tokens, step3_tiling
 from step_perception.core.types import Task
+from vllm_helpers import chat_body, scene_jpeg
 from vllm_server import MAX_IMAGE_PIXELS, SERVED_MODEL, VllmServer
 
 TIMEOUT = httpx.Timeout(120.0, connect=5.0)
