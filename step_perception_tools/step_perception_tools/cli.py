@@ -317,6 +317,17 @@ def _parser() -> argparse.ArgumentParser:
     from step_perception_tools.plan_gpu import add_arguments as add_plan_gpu_arguments
 
     add_plan_gpu_arguments(g)
+
+    k = sub.add_parser(
+        "check-endpoint",
+        help="probe a live model server: models, latency, response_format, reasoning, image tokens",
+        description="Send the node's own request to a server and report whether it is fit for "
+        "the node; exits 1 when something is wrong (see step_perception_tools.check_endpoint).",
+        formatter_class=fmt,
+    )
+    from step_perception_tools.check_endpoint import add_arguments as add_check_arguments
+
+    add_check_arguments(k)
     return p
 
 
@@ -395,9 +406,15 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
         return run_from_args(args, console)
     if args.command == "plan-gpu":
+        from step_perception.core.profiles import get_profile
+
+        from step_perception_tools.plan_gpu import PRESETS
         from step_perception_tools.plan_gpu import run as plan_gpu
 
-        return plan_gpu(args)
+        # The image tokens come from the profile's own token function (core/tokens.py), so the
+        # send size (--camera, --image-side) changes the answer; None where it is not known.
+        profile = get_profile(PRESETS[args.model].profile)
+        return plan_gpu(args, image_tokens=profile.image_tokens)
 
     stop = threading.Event()
     _install_stop_handlers(stop)
@@ -452,6 +469,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from step_perception_tools.demo import main as demo_main
 
         return demo_main(argv[argv.index("demo") + 1 :])
+    if args.command == "check-endpoint":  # prints its own report, owns its exit status
+        from step_perception_tools.check_endpoint import main as check_main
+
+        return check_main(argv[argv.index("check-endpoint") + 1 :])
     console = Console(stderr=True)
     try:
         return _run(args, console)

@@ -32,7 +32,7 @@ from step_perception.backends.factory import backend_from_config
 from step_perception.core.box_encoding import encode_source_box
 from step_perception.core.config import PerceptionConfig
 from step_perception.core.errors import ConfigError, StepPerceptionError
-from step_perception.core.imaging import prepare
+from step_perception.core.imaging import prepare_for
 from step_perception.core.pipeline import FrameInput, Perceiver, frame_input
 from step_perception.core.profiles import get_profile
 from step_perception.core.prompts import build_request
@@ -194,12 +194,7 @@ def write_oracle_cassette(
         for frame in frames:
             if frame.truth is None:
                 continue
-            image = prepare(
-                frame.image,
-                max_side=config.max_image_side,
-                max_pixels=config.max_pixels,
-                jpeg_quality=config.jpeg_quality,
-            )
+            image = prepare_for(frame.image, config)
             request = build_request(config, image)
             entry = CassetteEntry(
                 key=request.cache_key(),

@@ -29,5 +29,6 @@ __all__ = [
     "prompts",
     "query",
     "sync",
+    "tokens",
     "types",
 ]

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from step_perception.core.endpoints import parse_endpoints, split_list
 from step_perception.core.errors import ConfigError
 from step_perception.core.profiles import get_profile, profile_names
+from step_perception.core.tokens import Detail
 from step_perception.core.types import Task
 
 __all__ = [
@@ -200,6 +201,33 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "max_tokens", "int", "Max answer tokens (0 = profile default).", 0, 1_000_000, (), True
     ),
+    ParamSpec(
+        "detail",
+        "str",
+        "Send geometry: low (fewest image tokens), balanced (most pixels within "
+        "image_token_budget), high (longest side max_image_side).",
+        choices=tuple(d.value for d in Detail),
+        runtime=True,
+    ),
+    ParamSpec(
+        "image_token_budget",
+        "int",
+        "detail=balanced: image tokens per frame (0 = the profile's).",
+        0,
+        100_000,
+        (),
+        True,
+    ),
+    ParamSpec(
+        "thinking_token_budget",
+        "int",
+        "Max reasoning tokens before the server ends thinking (vLLM thinking_token_budget; "
+        "0 = profile default, -1 = don't send).",
+        -1,
+        1_000_000,
+        (),
+        True,
+    ),
     ParamSpec("model_path", "str", "Local model folder for the transformers backend."),
     ParamSpec("device", "str", "transformers backend device: auto, cpu, cuda or cuda:N."),
     ParamSpec(
@@ -291,6 +319,9 @@ class PerceptionConfig:
     reasoning_effort: str = ""  # "" = profile default, "none" = don't send
     use_response_format: bool | None = None  # None = profile default
     max_tokens: int = 0  # 0 = profile default
+    thinking_token_budget: int = 0  # 0 = profile default, -1 = don't send
+    detail: Detail = Detail.HIGH
+    image_token_budget: int = 0  # 0 = profile default
     model_path: str = ""
     device: str = "auto"
     trust_remote_code: bool = False
@@ -407,6 +438,7 @@ def _convert(spec: ParamSpec, raw: object) -> Any:
         "image_transport": ImageTransportKind,
         "reliability": Reliability,
         "cassette_mode": CassetteMode,
+        "detail": Detail,
     }
     if name in enum_types:
         return enum_types[name](value)

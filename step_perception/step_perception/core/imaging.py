@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from typing import Any, cast
 
 import cv2
@@ -26,16 +27,23 @@ import numpy.typing as npt
 from rosbags.image import ImageError as RosbagsImageError
 from rosbags.image.image import convert_color, to_cvtype
 
+from step_perception.core.config import PerceptionConfig
 from step_perception.core.errors import ImageError
+from step_perception.core.profiles import get_profile
+from step_perception.core.tokens import Detail, SendSize, most_pixels_within
 from step_perception.core.types import ImageTransform, PreparedImage
 
 __all__ = [
+    "Sizer",
     "decode_color",
     "decode_depth",
     "is_compressed",
     "jpeg_size",
     "prepare",
     "prepare_array",
+    "prepare_array_for",
+    "prepare_for",
+    "send_size",
     "source_size",
     "target_size",
 ]
@@ -243,21 +251,68 @@ def source_size(msg: object) -> tuple[int, int] | None:
     return jpeg_size(buf[:65536].tobytes())
 
 
+Sizer = Callable[[int, int], SendSize]
+
+
+def send_size(config: PerceptionConfig, width: int, height: int) -> SendSize:
+    """Return the geometry the node sends a ``width`` x ``height`` frame at (parameter ``detail``).
+
+    ``high``: longest side ``max_image_side`` (and ``max_pixels``). ``balanced``: the most pixels
+    whose image tokens (the profile's own count) stay within ``image_token_budget`` (0 = the
+    profile's). ``low``: the profile's cheapest geometry (step3p7: 727 px padded to 4:3, 171
+    tokens). A profile without a token count takes ``high`` for all three.
+    """
+    profile = get_profile(config.model_profile)
+    if config.detail is Detail.LOW and profile.fewest_tokens is not None:
+        return profile.fewest_tokens(width, height)
+    if config.detail is Detail.BALANCED and profile.image_tokens is not None:
+        budget = config.image_token_budget or profile.image_token_budget
+        if budget > 0:
+            return most_pixels_within(width, height, budget, profile.image_tokens)
+    w, h = target_size(width, height, config.max_image_side, config.max_pixels)
+    return SendSize(w, h, w, h)
+
+
+def prepare_for(msg: object, config: PerceptionConfig) -> PreparedImage:
+    """Prepare ``msg`` the way the node does: ``send_size`` geometry, ``jpeg_quality``."""
+    return prepare(
+        msg,
+        max_side=config.max_image_side,
+        max_pixels=config.max_pixels,
+        jpeg_quality=config.jpeg_quality,
+        sizer=lambda w, h: send_size(config, w, h),
+    )
+
+
 def prepare(
-    msg: object, *, max_side: int, max_pixels: int = 0, jpeg_quality: int = 85
+    msg: object,
+    *,
+    max_side: int,
+    max_pixels: int = 0,
+    jpeg_quality: int = 85,
+    sizer: Sizer | None = None,
 ) -> PreparedImage:
     """Decode, shrink and JPEG-encode an image message for the model.
 
     A JPEG CompressedImage that must shrink by 2x or more is decoded at 1/2,
     1/4 or 1/8 size by libjpeg. The returned transform maps sent pixels to
-    source pixels exactly (see the module docstring).
+    source pixels exactly (see the module docstring). ``sizer`` (source size -> ``SendSize``)
+    replaces ``max_side``/``max_pixels`` and may pad the image onto a larger canvas.
     """
+
+    def plan_for(w: int, h: int) -> SendSize:
+        if sizer is not None:
+            return sizer(w, h)
+        tw, th = target_size(w, h, max_side, max_pixels)
+        return SendSize(tw, th, tw, th)
+
     if is_compressed(msg):
         buf = _bytes_of(getattr(msg, "data", None))
         size = jpeg_size(buf[:65536].tobytes())
         if size is not None:
             sw, sh = size
-            tw, th = target_size(sw, sh, max_side, max_pixels)
+            plan = plan_for(sw, sh)
+            tw, th = plan.width, plan.height
             reduction = 1
             for r in (8, 4, 2):
                 if sw // r >= tw and sh // r >= th:
@@ -272,13 +327,12 @@ def prepare(
                 raise ImageError(
                     f"JPEG header says {sw}x{sh} but 1/{reduction} decode gave {dw}x{dh}"
                 )
-            return _finish(img, sw, sh, tw, th, jpeg_quality)
+            return _finish(img, sw, sh, plan, jpeg_quality)
         img = _imdecode(msg, _COLOR_FLAGS)
     else:
         img = _decode_color(msg)  # read-only view is fine: resize/encode only read
     h, w = img.shape[:2]
-    tw, th = target_size(w, h, max_side, max_pixels)
-    return _finish(img, w, h, tw, th, jpeg_quality)
+    return _finish(img, w, h, plan_for(w, h), jpeg_quality)
 
 
 def prepare_array(
@@ -289,22 +343,37 @@ def prepare_array(
         raise ImageError(f"expected an (h, w, 3) uint8 BGR array, got {bgr.shape} {bgr.dtype}")
     h, w = bgr.shape[:2]
     tw, th = target_size(w, h, max_side, max_pixels)
-    return _finish(bgr, w, h, tw, th, jpeg_quality)
+    return _finish(bgr, w, h, SendSize(tw, th, tw, th), jpeg_quality)
 
 
-def _finish(img: BGRImage, sw: int, sh: int, tw: int, th: int, jpeg_quality: int) -> PreparedImage:
+def prepare_array_for(bgr: BGRImage, config: PerceptionConfig) -> PreparedImage:
+    """``prepare_array`` with the node's geometry (``send_size``) and ``jpeg_quality``."""
+    if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
+        raise ImageError(f"expected an (h, w, 3) uint8 BGR array, got {bgr.shape} {bgr.dtype}")
+    h, w = bgr.shape[:2]
+    return _finish(bgr, w, h, send_size(config, w, h), config.jpeg_quality)
+
+
+def _finish(img: BGRImage, sw: int, sh: int, plan: SendSize, jpeg_quality: int) -> PreparedImage:
     if not 1 <= jpeg_quality <= 100:
         raise ImageError(f"jpeg_quality {jpeg_quality} is outside [1, 100]")
+    tw, th = plan.width, plan.height
     if (img.shape[1], img.shape[0]) != (tw, th):
         img = cast(BGRImage, cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA))
+    if plan.padded:
+        # Content at the top-left, black below/right (as Step-3's own square padding): the
+        # sent-to-source map stays the pure scale below.
+        canvas = np.zeros((plan.canvas_height, plan.canvas_width, 3), dtype=np.uint8)
+        canvas[:th, :tw] = img
+        img = canvas
     ok, enc = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
     if not ok:
         raise ImageError("JPEG encoding failed")
     return PreparedImage(
         data=enc.tobytes(),
         mime="image/jpeg",
-        width=tw,
-        height=th,
+        width=plan.canvas_width,
+        height=plan.canvas_height,
         transform=ImageTransform(scale_x=sw / tw, scale_y=sh / th),
         source_width=sw,
         source_height=sh,

@@ -48,7 +48,7 @@ from step_perception.core.geometry import (
     locate,
     merge_relations,
 )
-from step_perception.core.imaging import decode_depth, prepare
+from step_perception.core.imaging import decode_depth, prepare_for
 from step_perception.core.parsing import parse_answer
 from step_perception.core.profiles import get_profile
 from step_perception.core.prompts import build_request, clean_prompt
@@ -300,12 +300,7 @@ class Perceiver:
             return
         try:
             try:
-                image = prepare(
-                    frame.image,
-                    max_side=config.max_image_side,
-                    max_pixels=config.max_pixels,
-                    jpeg_quality=config.jpeg_quality,
-                )
+                image = prepare_for(frame.image, config)
             except ImageError as err:
                 self._fail(out, err, "image_errors")
                 return

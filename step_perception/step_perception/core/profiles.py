@@ -8,12 +8,13 @@ thousandths of the image.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
 
 from step_perception.core.errors import ConfigError
+from step_perception.core.tokens import SendSize, step3_fewest_tokens_size, step3_image_tokens
 from step_perception.core.types import SamplingParams
 
 __all__ = ["PROFILES", "BoxConvention", "ModelProfile", "get_profile", "profile_names"]
@@ -37,6 +38,11 @@ class ModelProfile:
     system_prompt: str
     sampling: SamplingParams
     supports_response_format: bool  # the usual server for it honours json_schema response_format
+    # Prompt tokens of an image of the sent size, as the family's own processor counts them
+    # (core/tokens.py); None = unknown, and detail low/balanced fall back to max_image_side.
+    image_tokens: Callable[[int, int], int] | None = None
+    image_token_budget: int = 0  # detail=balanced: most pixels within this many image tokens
+    fewest_tokens: Callable[[int, int], SendSize] | None = None  # detail=low geometry
 
     def box_instruction(self, sent_width: int, sent_height: int) -> str:
         """One sentence telling the model how to write a box, for the image as sent."""
@@ -70,9 +76,22 @@ _PROFILES: dict[str, ModelProfile] = {
             box_convention=BoxConvention.NORM_1000_XYXY,
             box_key="bbox_2d",
             system_prompt=_SYSTEM,
-            # A reasoning model: the budget includes its thinking tokens.
-            sampling=SamplingParams(temperature=0.0, max_tokens=4096, reasoning_effort="low"),
+            # A reasoning model that always thinks (its template opens the answer inside
+            # <think>; vLLM's step3p5 parser cannot switch it off): max_tokens includes the
+            # thinking, and thinking_token_budget makes vLLM close <think> after 1024 tokens
+            # (about 12 s at 12 ms/token on 4xH200), so an answer always follows.
+            sampling=SamplingParams(
+                temperature=0.0,
+                max_tokens=4096,
+                reasoning_effort="low",
+                thinking_token_budget=1024,
+            ),
             supports_response_format=True,
+            image_tokens=step3_image_tokens,
+            # What the classic 728 px long side costs for 16:9 (728x410): balanced spends it on
+            # 1072x603 instead; low pads to 727x545 for 171.
+            image_token_budget=337,
+            fewest_tokens=step3_fewest_tokens_size,
         ),
         ModelProfile(
             name="qwen3_vl",

@@ -138,6 +138,9 @@ class SamplingParams:
     temperature: float = 0.0
     max_tokens: int = 512
     reasoning_effort: str | None = "low"  # for reasoning models (Step-3.7-Flash); None = don't send
+    # Most reasoning tokens before the server forces the end of thinking (vLLM 0.32's
+    # ``thinking_token_budget``; needs the server's --reasoning-parser). None = don't send.
+    thinking_token_budget: int | None = None
 
 
 @dataclass(frozen=True)

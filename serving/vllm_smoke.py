@@ -1,0 +1,216 @@
+"""`make vllm-smoke`: the real node over DDS against vLLM serving the tiny Step-3.7 model.
+
+For every task (detect, locate, describe, command) it starts ``perception_node`` (openai backend,
+profile step3p7, its own schema as response_format, ``thinking_token_budget`` 8 because random
+weights never end their thinking by themselves) against one vLLM server, replays a few synthetic
+1280x720 scenes into it frame by frame (``step-perception replay --lockstep``) and records the
+node's outputs and ``/diagnostics``. The node's cassette (record mode) keeps every raw answer the
+server gave, which is checked against the schema the node sent.
+
+Random weights: the answers are valid JSON of the right shape and mean nothing; the node's parser
+rightly drops random boxes that are degenerate (x2 <= x1), and an answer whose objects all fail
+validation counts as a parse failure (it publishes nothing, so lockstep waits 6 s for it). So the
+pass condition is: every frame answered by the server, every answer schema-valid, the node alive;
+parse failures are reported, not failed on.
+
+Last line: frames answered, parse failures, schema-valid answers, prompt tokens per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+from step_perception.core.profiles import get_profile
+from step_perception.core.prompts import answer_schema
+from step_perception.core.tokens import step3_image_tokens
+from step_perception.core.types import Task
+from step_perception_tools.demo import ProcessSet
+from step_perception_tools.evaluate import node_diagnostics
+from vllm_server import REPO, SERVED_MODEL, VllmServerConfig, VllmServerError, running_server
+
+MAX_OBJECTS = 4
+ACTIONS = ("pick", "place", "move_to", "look_at", "stop")
+PROMPTS = {
+    Task.DETECT: "",
+    Task.LOCATE: "the red cube",
+    Task.DESCRIBE: "",
+    Task.COMMAND: "put the red cube away",
+}
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What one task's run gave."""
+
+    task: Task
+    frames: int
+    answers: int
+    schema_valid: int
+    parse_failures: int
+    backend_errors: int
+    prompt_tokens: tuple[int, ...]
+
+
+def _cli() -> list[str]:
+    found = shutil.which("step-perception")
+    return [found] if found else [sys.executable, "-m", "step_perception_tools.cli"]
+
+
+def _node() -> list[str]:
+    found = shutil.which("perception_node")
+    return [found] if found else [sys.executable, "-m", "step_perception.ros.node"]
+
+
+class SmokeError(RuntimeError):
+    """A step of the smoke run (scenes, replay) failed."""
+
+
+def _run(argv: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(argv, env=env, check=False)
+    if done.returncode != 0:
+        raise SmokeError(f"{' '.join(argv[:3])} failed with {done.returncode}")
+
+
+def make_scenes(out: Path, frames: int, env: dict[str, str]) -> Path:
+    """Write ``frames`` synthetic 1280x720 scenes to ``out/scenes`` (replaced)."""
+    scenes = out / "scenes"
+    if scenes.exists():
+        shutil.rmtree(scenes)
+    _run(
+        [*_cli(), "make-scenes", "--out", str(scenes), "--count", str(frames), "--seed", "11",
+         "--fps", "1"],
+        env,
+    )  # fmt: skip
+    return scenes
+
+
+def smoke_env() -> dict[str, str]:
+    """Return the environment the node, recorder and replayer run in."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    return env
+
+
+def run_task(
+    task: Task, base_url: str, scenes: Path, out: Path, env: dict[str, str]
+) -> TaskOutcome:
+    """Run one node for ``task`` over every scene of ``scenes``, frame by frame."""
+    ns = "/camera"  # the scenes' namespace; one node at a time
+    cassette, run_bag = out / f"{task.value}.cassette.jsonl", out / f"{task.value}-run"
+    for path in (cassette, run_bag):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    procs = ProcessSet(out / "logs" / task.value)
+    params = REPO / "step_perception" / "config" / "params.yaml"
+    try:
+        procs.start(
+            "node",
+            [*_node(), "--ros-args", "--params-file", str(params), "-r", f"__ns:={ns}",
+             "-p", "backend:=openai", "-p", f"endpoint:={base_url}", "-p", f"model:={SERVED_MODEL}",
+             "-p", "model_profile:=step3p7", "-p", f"task:={task.value}",
+             *(["-p", f"prompt:={PROMPTS[task]}"] if PROMPTS[task] else []),
+             "-p", f"max_objects:={MAX_OBJECTS}",
+             "-p", "thinking_token_budget:=8", "-p", "max_tokens:=1500",
+             "-p", f"allowed_actions:={', '.join(ACTIONS)}",
+             "-p", f"cassette:={cassette}", "-p", "cassette_mode:=record",
+             "-p", "rate_hz:=5.0", "-p", "max_frame_age_s:=30.0", "-p", "request_timeout_s:=60.0",
+             "-p", "reliability:=reliable", "-p", "use_sim_time:=true"],
+            env,
+        )  # fmt: skip
+        procs.start(
+            "record",
+            [*_cli(), "record", str(run_bag), "--namespace", ns, "--use-sim-time",
+             "--topics", "detections", "scene", "command"],
+            env,
+        )  # fmt: skip
+        procs.check_alive()
+        _run(
+            [*_cli(), "replay", str(scenes), "--quiet", "--reliable", "--clock", "10",
+             "--wait-for-subscribers", "30", "--lockstep", f"{ns}/detections",
+             "--lockstep-timeout", "6",
+             "--topics", f"{ns}/image_raw", f"{ns}/camera_info"],
+            env,
+        )  # fmt: skip
+        time.sleep(2.0)  # the last /diagnostics period
+        procs.check_alive()
+        procs.stop("record")
+    finally:
+        procs.stop_all()
+    schema = answer_schema(get_profile("step3p7"), task, MAX_OBJECTS, ACTIONS)
+    lines = [json.loads(line) for line in cassette.read_text().splitlines() if line.strip()]
+    valid = 0
+    for entry in lines:
+        try:
+            jsonschema.validate(json.loads(entry["text"]), schema)
+            valid += 1
+        except (json.JSONDecodeError, jsonschema.ValidationError):
+            pass
+    diag = node_diagnostics(run_bag)
+    return TaskOutcome(
+        task=task,
+        frames=int(diag.get("frames_offered", "0")),
+        answers=len(lines),
+        schema_valid=valid,
+        parse_failures=int(diag.get("parse_failures", "0")),
+        backend_errors=int(diag.get("backend_errors", "0")),
+        prompt_tokens=tuple(int((e.get("usage") or {}).get("prompt_tokens", 0)) for e in lines),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every task; print one line per task and the summary line last."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "out" / "vllm-smoke")
+    parser.add_argument("--frames", type=int, default=3, help="scenes per task (default 3)")
+    args = parser.parse_args(argv)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    env = smoke_env()
+    scenes = make_scenes(out, args.frames, env)
+    outcomes: list[TaskOutcome] = []
+    try:
+        config = VllmServerConfig(log_path=out / "vllm-server.log")
+        with running_server(config) as server:
+            print(f"vllm-smoke: vLLM ready in {server.ready_after_s:.0f} s", flush=True)
+            for task in Task:
+                outcome = run_task(task, server.base_url, scenes, out, env)
+                outcomes.append(outcome)
+                print(
+                    f"vllm-smoke: {task.value:8s} frames {outcome.frames}, answers "
+                    f"{outcome.answers}, schema-valid {outcome.schema_valid}, parse failures "
+                    f"{outcome.parse_failures}, backend errors {outcome.backend_errors}, "
+                    f"prompt tokens {sorted(set(outcome.prompt_tokens))}",
+                    flush=True,
+                )
+    except (VllmServerError, SmokeError) as err:
+        print(f"vllm-smoke: {err}", file=sys.stderr)
+        return 1
+    frames = sum(o.frames for o in outcomes)
+    answers = sum(o.answers for o in outcomes)
+    valid = sum(o.schema_valid for o in outcomes)
+    failures = sum(o.parse_failures for o in outcomes)
+    image_tokens = step3_image_tokens(728, 410)  # 1280x720 sent at max_image_side 728
+    tokens = sorted({t for o in outcomes for t in o.prompt_tokens})
+    ok = frames == args.frames * len(Task) and answers == frames and valid == answers
+    print(
+        f"vllm-smoke: frames answered {answers}/{frames}, parse failures {failures}, "
+        f"schema-valid answers {valid}/{answers}, prompt tokens per image {image_tokens} "
+        f"(728x410 sent; whole prompts {tokens[0] if tokens else 0}-{tokens[-1] if tokens else 0})"
+        + ("" if ok else "  FAILED")
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""``step-perception check-endpoint`` against a real ``transformers serve`` and the fault server.
+
+(The vLLM case is in test/vllm/test_vllm_check_endpoint.py, on the session's vLLM server.) The
+fixtures of both servers live here, hence the tools' command is tested from this folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fault_server import Behaviour, FaultServer
+from step_perception_tools.check_endpoint import main
+
+
+def test_transformers_serve_is_reported_unfit(
+    serve_url: str, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # transformers serve ignores response_format: random weights answer no JSON at all.
+    code = main(
+        [serve_url, "--model", str(tiny_model_dir), "--profile", "generic", "--requests", "2",
+         "--param", "use_response_format=true", "--param", "max_tokens=12"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert str(tiny_model_dir) in out.splitlines()[1]  # the listed model
+    assert "0/2 answers schema-valid" in out
+    assert "response_format not honoured" in out
+
+
+def test_reasoning_leak_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    leaky = Behaviour(content='<think>hmm</think>{"objects": []}')
+    with FaultServer(default=leaky) as server:
+        code = main([server.base_url, "--profile", "generic", "--requests", "3"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "fault-model" in out
+    assert "3 answers with <think> in the content" in out
+    assert "reasoning leaks into the content" in out
+
+
+def test_server_errors_are_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    with FaultServer(default=Behaviour(kind="status", status=500, message="boom")) as server:
+        code = main([server.base_url, "--profile", "generic", "--requests", "2"])
+    out = capsys.readouterr().out
+    assert code == 1 and "HTTP 500 on a chat request" in out, out
+
+
+def test_a_well_behaved_server_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    with FaultServer(
+        default=Behaviour(content='{"objects": []}', reasoning="looked twice")
+    ) as server:
+        code = main([server.base_url, "--profile", "generic", "--requests", "2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "2/2 answers schema-valid" in out
+    assert "separate (message.reasoning_content)" in out
+    assert out.rstrip().endswith("verdict          OK")
