@@ -34,10 +34,8 @@ test: build smg vllm  ## set up, then run lint, type checks and the whole test s
 # The node's own integration tests, those whose behaviour depends on the middleware (input paths,
 # content filter, QoS, messages over DDS); the tool, gateway and README-CLI tests are distro-neutral
 # Python and run on Jazzy only, to keep CI under 20 minutes.
-# test_node_loop.py is left out on Kilted for now: its lifecycle test once waited 10 s for a
-# get_state reply there (Fast DDS 3 with LARGE_DATA), an open cause.
 KILTED_INTEGRATION := $(addprefix step_perception/test/integration/,test_content_filter.py \
-  test_node_outputs.py test_interfaces_dds.py test_diagnostics_levels.py test_vision_msgs_dds.py)
+  test_node_loop.py test_node_outputs.py test_interfaces_dds.py test_diagnostics_levels.py test_vision_msgs_dds.py)
 KILTED_TESTS ?= step_perception/test/unit $(KILTED_INTEGRATION)
 
 test-kilted:  ## build on ROS 2 Kilted beside Jazzy, then run the unit and node integration tests there

@@ -34,12 +34,13 @@ _ACTIONS_RE = re.compile(r"^Allowed actions: (.*)$", re.MULTILINE)
 class Seen:
     """One chat request as the server received it."""
 
-    t: float  # monotonic arrival time
+    t: float  # [s] monotonic, when the request was read, decoded and answered (before any delay)
     task: str
     user: str
     width: int
     height: int
     objects: int
+    t_arrive: float = 0.0  # [s] monotonic, when the handler started (headers read, body not yet)
 
 
 def find_objects(bgr: np.ndarray[Any, Any]) -> list[tuple[int, int, int, int]]:
@@ -112,6 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, {"object": "list", "data": [{"id": "test-model", "object": "model"}]})
 
     def do_POST(self) -> None:
+        t_arrive = time.monotonic()
         m = _PATH_RE.match(self.path)
         if not m or m.group("what") != "chat/completions":
             self._json(404, {"error": {"message": "not found"}})
@@ -143,6 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
                     width=image.shape[1],
                     height=image.shape[0],
                     objects=len(json.loads(text)["objects"]),
+                    t_arrive=t_arrive,
                 )
             )
         if m.group("ms"):

@@ -259,18 +259,41 @@ class Ros:
         self._nodes.remove(node)
 
     def call(
-        self, node: Node, srv_type: Any, name: str, request: Any, timeout: float = 10.0
+        self,
+        node: Node,
+        srv_type: Any,
+        name: str,
+        request: Any,
+        timeout: float = 10.0,
+        *,
+        idempotent: bool = False,
     ) -> Any:
+        """Call service ``name`` from ``node``; raise ``TimeoutError`` after ``timeout``.
+
+        ``idempotent`` (a query such as ``get_state``): send the request again every 2 s until
+        one is answered. A fresh client is matched to the service when ``wait_for_service``
+        returns, but the server's reply writer may not have matched the client's reply reader
+        yet, so the first reply can be lost (seen once on Kilted: a ``get_state`` of a node that
+        had just started went unanswered for 10 s). A request that changes state is sent once.
+        """
         client = node.create_client(srv_type, name)
         try:
+            deadline = time.monotonic() + timeout
             if not client.wait_for_service(timeout_sec=timeout):
                 raise TimeoutError(f"service {name} not available")
-            future = client.call_async(request)
             done = threading.Event()
-            future.add_done_callback(lambda _f: done.set())
-            if not done.wait(timeout):
-                raise TimeoutError(f"service {name} did not answer in {timeout} s")
-            return future.result()
+            futures = []
+            while True:
+                future = client.call_async(request)
+                future.add_done_callback(lambda _f: done.set())
+                futures.append(future)
+                left = deadline - time.monotonic()
+                if done.wait(min(left, 2.0) if idempotent else max(left, 0.0)):
+                    return next(f for f in futures if f.done()).result()
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"service {name} did not answer in {timeout} s ({len(futures)} sent)"
+                    )
         finally:
             node.destroy_client(client)
 

@@ -33,7 +33,9 @@ def test_params_file_and_namespace_from_the_command_line(ros: Any, tester: Any) 
         assert got["rate_hz"].double_value == 1.0
         assert got["max_image_side"].integer_value == 728
         assert got["backend"].string_value == "openai"
-        state = ros.call(tester, GetState, "/cam1/step_perception/get_state", GetState.Request())
+        state = ros.call(
+            tester, GetState, "/cam1/step_perception/get_state", GetState.Request(), idempotent=True
+        )
         assert state.current_state.label == "active"  # autostart, no server needed to start
     finally:
         proc.send_signal(subprocess.signal.SIGINT)

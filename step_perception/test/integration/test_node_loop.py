@@ -244,7 +244,7 @@ def test_lifecycle_transitions(ros: Any, tester: Any, launch: Any, cassette: Any
     name = node.name
 
     def state() -> str:
-        res = ros.call(tester, GetState, f"{name}/get_state", GetState.Request())
+        res = ros.call(tester, GetState, f"{name}/get_state", GetState.Request(), idempotent=True)
         return str(res.current_state.label)
 
     def change(transition: int) -> bool:
