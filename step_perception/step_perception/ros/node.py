@@ -9,8 +9,8 @@ Threads: the node's default (mutually exclusive) callback group runs
 everything that touches node state: image/depth/info/prompt callbacks, the
 result drain, timers, parameter and lifecycle services. The ``query`` and
 ``enable`` services run in a reentrant group, so a query that waits for its
-answer occupies one executor thread and never the loop. ``main`` spins a
-``MultiThreadedExecutor``.
+answer occupies one executor thread and never the loop. ``ros/main.py``
+spins a ``MultiThreadedExecutor``.
 
 The decisions live in the pure core and are unit-tested there: the frame gate
 and the content-filter policy (core/frames.py), depth pairing, held frames and
@@ -27,15 +27,12 @@ from __future__ import annotations
 import contextlib
 import math
 import queue
-import sys
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock
@@ -44,12 +41,8 @@ try:
     from rclpy.clock_type import ClockType  # Jazzy and later
 except ImportError:  # Humble: ClockType lives in rclpy.clock (rclpy.clock_type came with Jazzy)
     from rclpy.clock import ClockType  # type: ignore[attr-defined,no-redef]
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
-from rclpy.utilities import try_shutdown
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
@@ -80,7 +73,7 @@ from step_perception.ros.qos import DEPTH_KEEP
 from step_perception.ros.query_service import QueryContext, QueryService
 from step_perception.ros.transforms import TfLookup
 
-__all__ = ["NODE_NAME", "PerceptionNode", "main"]
+__all__ = ["NODE_NAME", "PerceptionNode"]
 
 NODE_NAME = "step_perception"
 # [s] how long an admitted colour frame waits for its aligned depth. Measured here (replayed
@@ -91,7 +84,6 @@ NODE_NAME = "step_perception"
 _DEPTH_WAIT_S = 0.5
 _CLOCK_JUMP_NS = 1_000_000_000  # a clock going back further than this resets the gate
 _LOG_THROTTLE_S = 5.0
-_EXECUTOR_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -473,36 +465,3 @@ class PerceptionNode(LifecycleNode):
         )
         header = Header(stamp=self.get_clock().now().to_msg())
         self._diag_pub.publish(self._diag.array(header, snap))
-
-
-def main(args: Sequence[str] | None = None) -> int:
-    """Entry point of ``perception_node`` (``ros2 run step_perception perception_node``)."""
-    rclpy.init(args=list(args) if args is not None else sys.argv)
-    node: PerceptionNode | None = None
-    code = 0
-    try:
-        try:
-            node = PerceptionNode()
-        except (InvalidParameterTypeException, InvalidParameterValueException) as err:
-            # rclpy checked a -p / --params-file value against its descriptor.
-            get_logger(NODE_NAME).fatal(f"startup failed: bad parameter: {err}")
-            return 1
-        if node.autostart and not node.start():
-            node.get_logger().fatal("autostart failed (see the error above); exiting")
-            code = 1
-        else:
-            executor = MultiThreadedExecutor(num_threads=_EXECUTOR_THREADS)
-            executor.add_node(node)
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        try_shutdown()
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
