@@ -67,7 +67,7 @@ def _cli() -> list[str]:
 
 def _node() -> list[str]:
     found = shutil.which("perception_node")
-    return [found] if found else [sys.executable, "-m", "step_perception.ros.node"]
+    return [found] if found else [sys.executable, "-m", "step_perception.ros.main"]
 
 
 class SmokeError(RuntimeError):

@@ -24,7 +24,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "perception_node = step_perception.ros.node:main",
+            "perception_node = step_perception.ros.main:main",
         ],
     },
 )

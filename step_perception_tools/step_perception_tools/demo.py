@@ -117,7 +117,7 @@ def _tool(name: str) -> list[str]:
     """Command prefix of one of our console scripts, falling back to ``python -m``."""
     modules = {
         "step-perception": "step_perception_tools.cli",
-        "perception_node": "step_perception.ros.node",
+        "perception_node": "step_perception.ros.main",
     }
     found = shutil.which(name)
     return [found] if found else [sys.executable, "-m", modules[name]]

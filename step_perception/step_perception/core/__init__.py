@@ -4,6 +4,7 @@
 (``step_perception.core.errors``) does not pull in OpenCV or the others. Entry points:
 ``pipeline.Perceiver`` and ``pipeline.frame_input`` (a frame to a ``PerceptionResult``),
 ``frames.FrameGate`` and ``loop.FrameLoop`` (which frames go, with which depth),
+``session.Session`` (one configuration: perceiver, backend and loop),
 ``query.FrameMailbox`` (which frame answers a query), ``ordering.StampOrder`` (results
 leave in stamp order), ``config.PerceptionConfig``
 (every parameter, validated), ``backend.Backend`` (what a model backend implements)
@@ -28,6 +29,7 @@ __all__ = [
     "profiles",
     "prompts",
     "query",
+    "session",
     "sync",
     "tokens",
     "types",

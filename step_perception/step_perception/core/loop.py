@@ -12,7 +12,10 @@ clock-jump check (core/sync.py) into the node's data path, without ROS:
 * ``done`` when a request finished: frees the gate's slot, says whether the
   result is still current (not from before a reset, and not older than a result
   already published: with ``max_inflight`` > 1 a late older reply is dropped and
-  counted, ``core/ordering.py``) and hands back the next frame to send.
+  counted, ``core/ordering.py``) and hands back the next frame to send;
+* ``track`` a sent request's future: when it completes (on a worker thread) it
+  is queued and ``on_complete`` wakes the caller, whose thread then takes the
+  queue with ``take_completed`` (``done`` for each: publish or not, what next).
 
 Each method returns the ``Dispatch`` to send, if any; the caller (the node)
 only converts and submits it. Times come from the injected clocks of the gate
@@ -21,6 +24,9 @@ and of the depth sync.
 
 from __future__ import annotations
 
+import queue
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -28,10 +34,11 @@ from step_perception.core.frames import Decision, FilterBounds, FrameGate, conte
 from step_perception.core.ordering import OrderCounters, StampOrder
 from step_perception.core.sync import ClockJump, DepthSync, Held
 
-__all__ = ["Dispatch", "Finished", "FrameLoop"]
+__all__ = ["Completed", "Dispatch", "Finished", "FrameLoop"]
 
 C = TypeVar("C")  # colour payload
 D = TypeVar("D")  # depth payload
+R = TypeVar("R")  # what a request answers
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,21 @@ class Finished(Generic[C, D]):
     late: bool = False  # dropped: an answer to a newer frame was published before it
 
 
-class FrameLoop(Generic[C, D]):
+@dataclass(frozen=True)
+class Completed(Generic[C, D, R]):
+    """A tracked request whose future completed (``FrameLoop.take_completed``)."""
+
+    sent: Dispatch[C, D]  # the frame it answers
+    answer: Future[R]  # done: a result or the exception
+    publish: bool  # ``Finished.current``: the answer is still wanted
+    next: Dispatch[C, D] | None  # the frame to send now in the freed slot
+
+
+def _nothing() -> None:
+    pass
+
+
+class FrameLoop(Generic[C, D, R]):
     """The node's frame path for one configuration (see the module docstring)."""
 
     def __init__(
@@ -63,12 +84,15 @@ class FrameLoop(Generic[C, D]):
         clock_jump: ClockJump,
         *,
         use_depth: bool,
+        on_complete: Callable[[], None] = _nothing,
     ) -> None:
         self._gate = gate
         self._sync = sync
         self._clock_jump = clock_jump
         self._use_depth = use_depth
         self._order = StampOrder()
+        self._on_complete = on_complete
+        self._completed: queue.SimpleQueue[tuple[Dispatch[C, D], Future[R]]] = queue.SimpleQueue()
 
     @property
     def gate(self) -> FrameGate[C]:
@@ -113,6 +137,25 @@ class FrameLoop(Generic[C, D]):
             dispatch = self._route(nxt.stamp_ns, nxt.payload, nxt.generation, wait_depth=True)
         return Finished(current and not late, dispatch, late)
 
+    def track(self, sent: Dispatch[C, D], answer: Future[R]) -> None:
+        """Queue ``sent`` once ``answer`` completes, then call ``on_complete`` (any thread)."""
+        answer.add_done_callback(lambda f: self._complete(sent, f))
+
+    def take_completed(self) -> list[Completed[C, D, R]]:
+        """Take the tracked requests completed so far, oldest first, each through ``done``.
+
+        Call it from the thread that offers frames: it frees the gate's slots. A
+        request completing meanwhile calls ``on_complete`` again, so none is left behind.
+        """
+        out: list[Completed[C, D, R]] = []
+        while True:
+            try:
+                sent, answer = self._completed.get_nowait()
+            except queue.Empty:
+                return out
+            finished = self.done(sent.generation, sent.stamp_ns)
+            out.append(Completed(sent, answer, finished.current, finished.next))
+
     def order_counters(self) -> OrderCounters:
         """Results let out and late ones dropped (``done`` with a stamp)."""
         return self._order.counters()
@@ -134,6 +177,10 @@ class FrameLoop(Generic[C, D]):
             held_stamp_ns=held.stamp_ns if held is not None else None,
         )
 
+    def clear_depth(self) -> None:
+        """Forget the held frame and every kept depth frame (the camera was unsubscribed)."""
+        self._sync.clear()
+
     def reset(self) -> None:
         """Forget admitted frames, the held one, the last result stamp (deactivate, clock jump)."""
         self._gate.reset()
@@ -150,6 +197,11 @@ class FrameLoop(Generic[C, D]):
                 self._sync.hold(stamp_ns, payload, generation)
                 return None
         return Dispatch(payload, stamp_ns, depth, generation)
+
+    def _complete(self, sent: Dispatch[C, D], answer: Future[R]) -> None:
+        # Worker thread: queue it and wake the caller; nothing else happens here.
+        self._completed.put((sent, answer))
+        self._on_complete()
 
     @staticmethod
     def _release(held: Held[C], depth: D | None) -> Dispatch[C, D]:

@@ -1,6 +1,6 @@
 """The ROS 2 adapter: the lifecycle node and what translates between ROS and the core.
 
-``__all__`` names the public modules (not imported here). ``node.main`` is the
+``__all__`` names the public modules (not imported here). ``main.main`` is the
 ``perception_node`` entry point; ``node.PerceptionNode`` the node class.
 """
 
@@ -9,6 +9,7 @@ __all__ = [
     "conversions",
     "diagnostics",
     "inputs",
+    "main",
     "messages",
     "node",
     "outputs",

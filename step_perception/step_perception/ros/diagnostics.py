@@ -21,6 +21,7 @@ from std_msgs.msg import Header
 from step_perception.core.frames import GateCounters
 from step_perception.core.health import Level, ResultWatch, assess
 from step_perception.core.pipeline import PerceiverStats
+from step_perception.core.session import SessionStatus
 from step_perception.core.types import BackendHealth
 
 __all__ = ["Diagnostics", "DiagnosticsSnapshot", "RateMeter"]
@@ -139,6 +140,25 @@ class Diagnostics:
         """Snapshot of the node's own drop counters."""
         with self._lock:
             return dict(self._drops)
+
+    def snapshot(
+        self, session: SessionStatus, *, lifecycle_state: str, enabled: bool, input_path: str
+    ) -> DiagnosticsSnapshot:
+        """Compose one report: the node's state and counters with the session's status."""
+        return DiagnosticsSnapshot(
+            lifecycle_state=lifecycle_state,
+            enabled=enabled,
+            input_path=input_path,
+            rate_limit_hz=session.rate_limit_hz,
+            input_rate_hz=self.input.rate(),
+            processed_rate_hz=self.processed.rate(),
+            gate=session.gate,
+            node_drops={**self.node_drops(), "out_of_order": session.out_of_order},
+            stats=session.stats,
+            health=session.health,
+            backend_name=session.backend_name,
+            stall_after_s=session.stall_after_s,
+        )
 
     def _received_snapshot(self) -> dict[str, int]:
         with self._lock:

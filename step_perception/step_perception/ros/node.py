@@ -1,21 +1,23 @@
 """The step_perception lifecycle node: a thin adapter from camera topics to the perception core.
 
-Data path: image callback -> ``FrameGate.offer`` (stamp only, nothing decoded)
--> ``Perceiver.submit`` (runs on worker and backend threads) -> the finished
-future is queued and a guard condition wakes the executor -> results are
+Data path: image callback -> ``FrameLoop.offer`` (stamp only, nothing decoded)
+-> ``Perceiver.submit`` (runs on worker and backend threads) -> the loop queues
+the finished future and a guard condition wakes the executor -> results are
 published, the gate's slot is freed and the next waiting frame is sent.
 
 Threads: the node's default (mutually exclusive) callback group runs
 everything that touches node state: image/depth/info/prompt callbacks, the
 result drain, timers, parameter and lifecycle services. The ``query`` and
 ``enable`` services run in a reentrant group, so a query that waits for its
-answer occupies one executor thread and never the loop. ``main`` spins a
-``MultiThreadedExecutor``.
+answer occupies one executor thread and never the loop. ``ros/main.py``
+spins a ``MultiThreadedExecutor``.
 
-The decisions live in the pure core and are unit-tested there: the frame gate
-and the content-filter policy (core/frames.py), depth pairing, held frames and
-the clock-jump reset (core/sync.py), the query's frame and reply
-(core/query.py). This module only translates between ROS and the core.
+The decisions live in the pure core and are unit-tested there: one
+configuration's perceiver, loop and backend, their run-time reconfiguration and
+status (core/session.py), the loop and its completed requests (core/loop.py),
+the frame gate and the content-filter policy (core/frames.py), depth pairing,
+held frames and the clock-jump reset (core/sync.py), the query's frame and
+reply (core/query.py). This module only translates between ROS and the core.
 
 Lifecycle: configure reads the parameters and builds the backend, activate
 subscribes, deactivate unsubscribes (in-flight answers are discarded),
@@ -25,17 +27,9 @@ cleanup frees the backend. ``autostart`` (default true) walks to active.
 from __future__ import annotations
 
 import contextlib
-import math
-import queue
-import sys
-import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock
@@ -44,29 +38,22 @@ try:
     from rclpy.clock_type import ClockType  # Jazzy and later
 except ImportError:  # Humble: ClockType lives in rclpy.clock (rclpy.clock_type came with Jazzy)
     from rclpy.clock import ClockType  # type: ignore[attr-defined,no-redef]
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
-from rclpy.utilities import try_shutdown
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
 
 from step_perception.backends.factory import backend_from_config
-from step_perception.core.backend import Backend
 from step_perception.core.config import PerceptionConfig
 from step_perception.core.errors import BackendError, ConfigError, StepPerceptionError
-from step_perception.core.frames import FrameGate, GateCounters
-from step_perception.core.health import stall_after_s
-from step_perception.core.loop import Dispatch, FrameLoop
-from step_perception.core.pipeline import Perceiver, PerceiverStats, frame_input
+from step_perception.core.loop import Dispatch
+from step_perception.core.pipeline import frame_input
 from step_perception.core.query import FrameMailbox
-from step_perception.core.sync import ClockJump, DepthSync
-from step_perception.core.types import CameraIntrinsics, PerceptionResult
+from step_perception.core.session import Session, SessionStatus
+from step_perception.core.types import CameraIntrinsics
 from step_perception.ros.conversions import intrinsics_from_camera_info, stamp_to_ns
-from step_perception.ros.diagnostics import Diagnostics, DiagnosticsSnapshot
+from step_perception.ros.diagnostics import Diagnostics
 from step_perception.ros.inputs import CameraCallbacks, CameraInputs
 from step_perception.ros.outputs import Outputs
 from step_perception.ros.params import (
@@ -80,28 +67,10 @@ from step_perception.ros.qos import DEPTH_KEEP
 from step_perception.ros.query_service import QueryContext, QueryService
 from step_perception.ros.transforms import TfLookup
 
-__all__ = ["NODE_NAME", "PerceptionNode", "main"]
+__all__ = ["NODE_NAME", "PerceptionNode"]
 
 NODE_NAME = "step_perception"
-# [s] how long an admitted colour frame waits for its aligned depth. Measured here (replayed
-# 1280x720 bags, reliable, LARGE_DATA, loaded 2-core machine): most depth frames arrive within
-# milliseconds, but about a third arrive seconds late (Fast DDS repairs lost fragments at its
-# next heartbeat); waiting longer would stall the loop, so those frames go out without 3D
-# positions and are counted as drops_no_depth_in_time.
-_DEPTH_WAIT_S = 0.5
-_CLOCK_JUMP_NS = 1_000_000_000  # a clock going back further than this resets the gate
 _LOG_THROTTLE_S = 5.0
-_EXECUTOR_THREADS = 4
-
-
-@dataclass(frozen=True)
-class _Finished:
-    """A loop request whose future completed (queued from a worker thread)."""
-
-    msg: Any
-    stamp_ns: int
-    generation: int
-    future: Future[PerceptionResult]
 
 
 def _stamp(msg: Any) -> int:
@@ -118,13 +87,9 @@ class PerceptionNode(LifecycleNode):
         self._service_group = ReentrantCallbackGroup()
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._state = "unconfigured"
-        self._lock = threading.Lock()  # guards what the query threads share with the loop
-
+        # One reference, swapped whole: the query threads read it without a lock.
+        self._session: Session[Any, Image] | None = None
         self._settings: NodeSettings | None = None
-        self._config: PerceptionConfig | None = None
-        self._backend: Backend | None = None
-        self._perceiver: Perceiver | None = None
-        self._loop: FrameLoop[Any, Image] | None = None
         self._enabled = True
         self._outputs: Outputs | None = None
         self._tf: TfLookup | None = None  # with target_frame: tf2 for the positions
@@ -138,12 +103,7 @@ class PerceptionNode(LifecycleNode):
             ),
         )  # fmt: skip
         self._intrinsics: CameraIntrinsics | None = None
-        self._sync: DepthSync[Any, Image] = DepthSync(
-            time.monotonic, keep=DEPTH_KEEP, wait_s=_DEPTH_WAIT_S
-        )
-        self._clock_jump = ClockJump(_CLOCK_JUMP_NS)
         self._mailbox: FrameMailbox[Any] = FrameMailbox(time.monotonic)
-        self._finished: queue.SimpleQueue[_Finished] = queue.SimpleQueue()
 
         ns = self.get_namespace()
         self._diag = Diagnostics(
@@ -159,7 +119,7 @@ class PerceptionNode(LifecycleNode):
             self, self._service_group, self._mailbox, self._query_context, self._wake.trigger
         )
         self.create_service(SetBool, "enable", self._on_enable, callback_group=self._service_group)
-        self.add_on_set_parameters_callback(lambda ps: validate_updates(self, self._config, ps))
+        self.add_on_set_parameters_callback(lambda ps: validate_updates(self, self._config(), ps))
         self.add_post_set_parameters_callback(self._apply_parameters)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -196,29 +156,21 @@ class PerceptionNode(LifecycleNode):
                 f"configure failed: cannot build the {config.backend.value} backend: {err}"
             )
             return TransitionCallbackReturn.FAILURE
+        if config.target_frame and self._tf is None:
+            self._tf = TfLookup(self)
         try:
-            gate: FrameGate[Any] = FrameGate(
-                self._now_ns,
-                rate_hz=config.rate_hz,
-                max_inflight=config.max_inflight,
-                max_frame_age_s=config.max_frame_age_s,
-            )
-            loop = FrameLoop(gate, self._sync, self._clock_jump, use_depth=config.use_depth)
-            if config.target_frame and self._tf is None:
-                self._tf = TfLookup(self)
-            perceiver = Perceiver(
+            session: Session[Any, Image] = Session.build(
                 config,
                 backend,
                 now_ns=self._now_ns,
+                depth_keep=DEPTH_KEEP,
+                on_complete=self._wake.trigger,  # from a worker thread: wake the drain
                 lookup_transform=self._tf if config.target_frame else None,
             )
-        except StepPerceptionError as err:
-            backend.close()
+        except StepPerceptionError as err:  # the backend is closed
             self.get_logger().error(f"configure failed: {err}")
             return TransitionCallbackReturn.FAILURE
-        with self._lock:
-            self._settings, self._config = settings, config
-            self._backend, self._perceiver, self._loop = backend, perceiver, loop
+        self._settings, self._session = settings, session
         self._outputs = Outputs(self, vision_msgs=settings.vision_msgs, depth=config.use_depth)
         self.get_logger().info(
             f"configured: backend={backend.name} model={config.model} "
@@ -231,9 +183,9 @@ class PerceptionNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe to the camera topics and start publishing."""
-        assert self._settings is not None and self._config is not None
+        assert self._settings is not None and self._session is not None
         try:
-            self._inputs.subscribe(self._config, self._settings.content_filter)
+            self._inputs.subscribe(self._session.config, self._settings.content_filter)
         except Exception as err:  # an RMW error must not leave half a subscription set
             self.get_logger().error(f"activate failed: {err!r}")
             self._unsubscribe()
@@ -248,8 +200,8 @@ class PerceptionNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe; answers still in flight are discarded."""
         self._unsubscribe()
-        if self._loop is not None:
-            self._loop.reset()
+        if self._session is not None:
+            self._session.loop.reset()
         self._state = "inactive"
         self._mailbox.release_waiters()  # queries waiting for a frame get none now
         self.get_logger().info("deactivated: camera unsubscribed")
@@ -285,30 +237,30 @@ class PerceptionNode(LifecycleNode):
         self._unsubscribe()
         self._release()
 
+    def _config(self) -> PerceptionConfig | None:
+        session = self._session
+        return session.config if session is not None else None
+
     def _unsubscribe(self) -> None:
         self._inputs.unsubscribe()
-        self._sync.clear()
+        if self._session is not None:
+            self._session.loop.clear_depth()
 
     def _release(self) -> None:
-        with self._lock:
-            perceiver, backend = self._perceiver, self._backend
-            self._perceiver = self._backend = self._loop = None
-            self._settings = self._config = None
+        session, self._session, self._settings = self._session, None, None
         self._mailbox.release_waiters()
         if self._outputs is not None:
             self._outputs.destroy()
             self._outputs = None
-        if perceiver is not None:
-            perceiver.close()
-        if backend is not None:
-            backend.close()
+        if session is not None:
+            session.close()
 
     def _update_filter(self) -> None:
         """Move the content filters to what the gate (and waiting queries) will take next."""
-        loop = self._loop
-        if loop is not None and self._inputs.filtered:
+        session = self._session
+        if session is not None and self._inputs.filtered:
             self._inputs.set_bounds(
-                loop.filter_bounds(
+                session.loop.filter_bounds(
                     enabled=self._enabled,
                     query_waiting=self._mailbox.waiting,
                     latest_stamp_ns=self._mailbox.latest_stamp_ns,
@@ -322,10 +274,11 @@ class PerceptionNode(LifecycleNode):
 
     def _on_image(self, msg: Any) -> None:
         self._diag.frame()
-        loop = self._loop
-        if loop is None or self._state != "active":
+        session = self._session
+        if session is None or self._state != "active":
             self._diag.drop("inactive")
             return
+        loop = session.loop
         if loop.check_clock(self._now_ns()):
             self.get_logger().info("clock jumped back (bag loop?): throttle reset")
         stamp = _stamp(msg)
@@ -338,7 +291,8 @@ class PerceptionNode(LifecycleNode):
 
     def _on_depth(self, msg: Image) -> None:
         self._diag.received("depth")
-        dispatch = self._loop.add_depth(_stamp(msg), msg) if self._loop is not None else None
+        session = self._session
+        dispatch = session.loop.add_depth(_stamp(msg), msg) if session is not None else None
         if dispatch is not None:  # the held colour frame now has its depth
             self._send(dispatch)
             self._update_filter()
@@ -359,47 +313,35 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().warning(f"prompt topic: rejected: {result.reason}")
 
     def _check_held(self) -> None:
-        loop = self._loop
-        dispatch = loop.expired() if loop is not None else None
+        session = self._session
+        dispatch = session.loop.expired() if session is not None else None
         if dispatch is not None:
             self._diag.drop("no_depth_in_time")
             self._send(dispatch)
             self._update_filter()
 
     def _send(self, d: Dispatch[Any, Image] | None) -> None:
-        """Hand a frame the loop decided to send to the perceiver."""
-        perceiver = self._perceiver
-        if d is None or perceiver is None:
+        """Hand a frame the loop decided to send to the perceiver; the loop tracks its answer."""
+        session = self._session
+        if d is None or session is None:
             return
-        msg, stamp_ns, generation = d.payload, d.stamp_ns, d.generation
         frame = frame_input(
-            msg, d.stamp_ns, msg.header.frame_id, depth=d.depth, intrinsics=self._intrinsics
-        )
-        perceiver.submit(frame).add_done_callback(
-            lambda f: self._post(_Finished(msg, stamp_ns, generation, f))
-        )
-
-    def _post(self, item: _Finished) -> None:
-        # Worker thread: queue it and wake the executor; nothing else happens here.
-        self._finished.put(item)
-        self._wake.trigger()
+            d.payload, d.stamp_ns, d.payload.header.frame_id, depth=d.depth,
+            intrinsics=self._intrinsics,
+        )  # fmt: skip
+        session.loop.track(d, session.perceiver.submit(frame))
 
     def _drain(self) -> None:
-        while True:
-            try:
-                item = self._finished.get_nowait()
-            except queue.Empty:
-                break
-            loop = self._loop
-            if loop is None:
-                continue
-            finished = loop.done(item.generation, item.stamp_ns)
-            if finished.current and self._state == "active" and self._outputs is not None:
-                config = self._config
-                always = config is not None and config.publish_debug_image
-                if self._outputs.publish_outcome(item.msg, item.future, always_debug=always):
-                    self._diag.result()
-            self._send(finished.next)
+        session = self._session
+        if session is None:
+            return  # answers of a released session are not wanted
+        for done in session.loop.take_completed():
+            outputs = self._outputs if done.publish and self._state == "active" else None
+            if outputs is not None and outputs.publish_outcome(
+                done.sent.payload, done.answer, always_debug=session.config.publish_debug_image
+            ):
+                self._diag.result()
+            self._send(done.next)
         self._update_filter()
 
     # -- services ----------------------------------------------------------------------------
@@ -415,94 +357,39 @@ class PerceptionNode(LifecycleNode):
         return response
 
     def _query_context(self) -> QueryContext | str:
-        with self._lock:
-            perceiver, config, loop = self._perceiver, self._config, self._loop
-        if perceiver is None or config is None or loop is None or self._state != "active":
+        session = self._session
+        if session is None or self._state != "active":
             return f"not active (lifecycle state {self._state})"
         latest_is_newest = self._inputs.input_path == "plain"  # filtered frames never arrived
-        return QueryContext(perceiver, config, loop, self._intrinsics, latest_is_newest)
+        return QueryContext(
+            session.perceiver, session.config, session.loop, self._intrinsics, latest_is_newest
+        )
 
     # -- parameters --------------------------------------------------------------------------
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
-        config = self._config
-        if config is None:
+        session = self._session
+        if session is None:
             return  # read at configure
         try:
-            new = apply_updates(config, params)
+            changed = session.reconfigure(apply_updates(session.config, params))
         except ConfigError as err:  # validated just before; only a race could get here
             self.get_logger().error(f"parameter change not applied: {err}")
             return
-        if new == config:
-            return
-        with self._lock:
-            self._config = new
-        if self._perceiver is not None:
-            self._perceiver.update_config(new)
-        if self._loop is not None:
-            self._loop.gate.reconfigure(rate_hz=new.rate_hz, max_frame_age_s=new.max_frame_age_s)
-        names = ", ".join(sorted(p.name for p in params))
-        self.get_logger().info(f"parameters changed at run time: {names}")
-        self._wake.trigger()
+        if changed:
+            names = ", ".join(sorted(p.name for p in params))
+            self.get_logger().info(f"parameters changed at run time: {names}")
+            self._wake.trigger()
 
     # -- diagnostics -------------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
-        perceiver, loop, config, backend = self._perceiver, self._loop, self._config, self._backend
-        snap = DiagnosticsSnapshot(
+        session = self._session
+        snap = self._diag.snapshot(
+            session.status() if session is not None else SessionStatus(),
             lifecycle_state=self._state,
             enabled=self._enabled,
             input_path=self._inputs.input_path,
-            rate_limit_hz=config.rate_hz if config is not None else float("nan"),
-            input_rate_hz=self._diag.input.rate(),
-            processed_rate_hz=self._diag.processed.rate(),
-            gate=loop.gate.counters() if loop is not None else GateCounters(),
-            node_drops={
-                **self._diag.node_drops(),
-                # late older replies (max_inflight > 1), never published
-                "out_of_order": loop.order_counters().dropped_out_of_order if loop else 0,
-            },
-            stats=perceiver.stats() if perceiver is not None else PerceiverStats(),
-            health=backend.health() if backend is not None else None,
-            backend_name=backend.name if backend is not None else "",
-            stall_after_s=(
-                stall_after_s(config.rate_hz, config.request_timeout_s)
-                if config is not None
-                else math.inf
-            ),
         )
         header = Header(stamp=self.get_clock().now().to_msg())
         self._diag_pub.publish(self._diag.array(header, snap))
-
-
-def main(args: Sequence[str] | None = None) -> int:
-    """Entry point of ``perception_node`` (``ros2 run step_perception perception_node``)."""
-    rclpy.init(args=list(args) if args is not None else sys.argv)
-    node: PerceptionNode | None = None
-    code = 0
-    try:
-        try:
-            node = PerceptionNode()
-        except (InvalidParameterTypeException, InvalidParameterValueException) as err:
-            # rclpy checked a -p / --params-file value against its descriptor.
-            get_logger(NODE_NAME).fatal(f"startup failed: bad parameter: {err}")
-            return 1
-        if node.autostart and not node.start():
-            node.get_logger().fatal("autostart failed (see the error above); exiting")
-            code = 1
-        else:
-            executor = MultiThreadedExecutor(num_threads=_EXECUTOR_THREADS)
-            executor.add_node(node)
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        try_shutdown()
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,7 +24,7 @@ from step_perception.core.errors import ConfigError, StepPerceptionError
 from step_perception.core.loop import FrameLoop
 from step_perception.core.pipeline import Perceiver, frame_input
 from step_perception.core.query import FrameMailbox, query_reply, query_timeout
-from step_perception.core.types import CameraIntrinsics
+from step_perception.core.types import CameraIntrinsics, PerceptionResult
 from step_perception.ros.conversions import (
     detection_array,
     position_header,
@@ -47,7 +47,7 @@ class QueryContext:
 
     perceiver: Perceiver
     config: PerceptionConfig
-    loop: FrameLoop[Any, Image]
+    loop: FrameLoop[Any, Image, PerceptionResult]
     intrinsics: CameraIntrinsics | None
     latest_is_newest: bool  # no content filter holds frames back
 

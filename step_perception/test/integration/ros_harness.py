@@ -1,7 +1,7 @@
 """Real-DDS test harness: the node as a subprocess, a camera, collectors and service calls.
 
 Everything runs over real DDS (Fast DDS): the node under test is the
-``perception_node`` console script (or ``python -m step_perception.ros.node``)
+``perception_node`` console script (or ``python -m step_perception.ros.main``)
 started with ``--ros-args``; the test side is an rclpy node in its own context,
 spun by a multi-threaded executor on a background thread.
 """
@@ -46,7 +46,7 @@ def node_command() -> list[str]:
     built = REPO / "install" / "step_perception" / "lib" / "step_perception" / "perception_node"
     if built.is_file():
         return [str(built)]
-    return [sys.executable, "-m", "step_perception.ros.node"]
+    return [sys.executable, "-m", "step_perception.ros.main"]
 
 
 def child_env() -> dict[str, str]:

@@ -71,7 +71,7 @@ def _wait_for_log(log: Path, lines: list[str], timeout: float = 60.0) -> None:
 def _run_once(scenes: Path, cassette: Path, out: Path) -> Path:
     out.mkdir()
     params = {**PARAMS, "cassette": str(cassette), "use_sim_time": True}
-    node_argv = [sys.executable, "-m", "step_perception.ros.node", "--ros-args",
+    node_argv = [sys.executable, "-m", "step_perception.ros.main", "--ros-args",
                  "-r", f"__ns:={NS}"]  # fmt: skip
     for k, v in params.items():
         node_argv += ["-p", f"{k}:={_ros_value(v)}"]
