@@ -9,7 +9,7 @@ server gave, which is checked against the schema the node sent.
 
 Random weights: the answers are valid JSON of the right shape and mean nothing; the node's parser
 rightly drops random boxes that are degenerate (x2 <= x1), and an answer whose objects all fail
-validation counts as a parse failure (it publishes nothing, so lockstep waits 6 s for it). So the
+validation counts as a parse failure (it publishes nothing for that frame). So the
 pass condition is: every frame answered by the server, every answer schema-valid, the node alive;
 parse failures are reported, not failed on.
 
@@ -19,12 +19,16 @@ Last line: frames answered, parse failures, schema-valid answers, prompt tokens 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +37,7 @@ from step_perception.core.profiles import get_profile
 from step_perception.core.prompts import answer_schema
 from step_perception.core.tokens import step3_image_tokens
 from step_perception.core.types import Task
-from step_perception_tools.demo import ProcessSet
+from step_perception_tools.demo import DemoError, ProcessSet
 from step_perception_tools.evaluate import node_diagnostics
 from vllm_server import REPO, SERVED_MODEL, VllmServerConfig, VllmServerError, running_server
 
@@ -71,13 +75,71 @@ def _node() -> list[str]:
 
 
 class SmokeError(RuntimeError):
-    """A step of the smoke run (scenes, replay) failed."""
+    """A step of the smoke run (scenes, node start, replay) failed or ran past its bound."""
 
 
-def _run(argv: list[str], env: dict[str, str]) -> None:
-    done = subprocess.run(argv, env=env, check=False)
-    if done.returncode != 0:
-        raise SmokeError(f"{' '.join(argv[:3])} failed with {done.returncode}")
+#: [s] Every wait of a task is bounded; under a loaded 2-core machine each takes a few seconds.
+SCENES_TIMEOUT_S = 120.0
+NODE_READY_TIMEOUT_S = 60.0  # node configured and the recorder matched to /diagnostics
+REPLAY_TIMEOUT_S = 180.0  # discovery (<= 30 s) + frames x lockstep timeout + teardown
+LOCKSTEP_TIMEOUT_S = 30.0  # one frame's answer (prefill of 337 image tokens + the answer)
+
+
+def _run(argv: list[str], env: dict[str, str], log: Path, timeout_s: float) -> None:
+    """Run a CLI step with its output in ``log``; SmokeError on failure or past ``timeout_s``.
+
+    The output goes to a file, never to a pipe that nobody reads. A step that outlives its bound
+    gets SIGABRT first: with PYTHONFAULTHANDLER (``smoke_env``) it writes every thread's stack to
+    its log, so the error says where it hung; then SIGKILL.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+    what = " ".join(Path(a).name if i == 0 else a for i, a in enumerate(argv[:3]))
+    try:
+        code = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGABRT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        raise SmokeError(
+            f"{what} did not finish in {timeout_s:g} s (stacks in {log}):\n{_tail(log)}"
+        ) from None
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        raise
+    if code != 0:
+        raise SmokeError(f"{what} failed with {code}; {log} ends:\n{_tail(log)}")
+
+
+def _tail(log: Path, chars: int = 4000) -> str:
+    try:
+        return log.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
+
+
+def _check_server(base_url: str) -> None:
+    """SmokeError unless the server's ``/health`` answers 200 within 10 s."""
+    root = base_url.rsplit("/v1", 1)[0]
+    try:
+        with urllib.request.urlopen(f"{root}/health", timeout=10) as reply:
+            if reply.status == 200:
+                return
+            status = str(reply.status)
+    except (OSError, urllib.error.URLError) as err:
+        status = repr(err)
+    raise SmokeError(f"the vLLM server at {base_url} is not healthy ({status})")
 
 
 def make_scenes(out: Path, frames: int, env: dict[str, str]) -> Path:
@@ -88,14 +150,15 @@ def make_scenes(out: Path, frames: int, env: dict[str, str]) -> Path:
     _run(
         [*_cli(), "make-scenes", "--out", str(scenes), "--count", str(frames), "--seed", "11",
          "--fps", "1"],
-        env,
+        env, out / "logs" / "make-scenes.log", SCENES_TIMEOUT_S,
     )  # fmt: skip
     return scenes
 
 
 def smoke_env() -> dict[str, str]:
     """Return the environment the node, recorder and replayer run in."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    # PYTHONFAULTHANDLER: a step stopped with SIGABRT for running past its bound dumps its stacks.
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", PYTHONFAULTHANDLER="1")
     env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     return env
 
@@ -111,7 +174,9 @@ def run_task(
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-    procs = ProcessSet(out / "logs" / task.value)
+    _check_server(base_url)
+    logs = out / "logs" / task.value
+    procs = ProcessSet(logs)
     params = REPO / "step_perception" / "config" / "params.yaml"
     try:
         procs.start(
@@ -134,13 +199,16 @@ def run_task(
              "--topics", "detections", "scene", "command"],
             env,
         )  # fmt: skip
-        procs.check_alive()
+        # Both up before the first frame: the node configured (its backend built), the recorder
+        # matched to /diagnostics (it keeps the node's counters). Each bounded, with its log.
+        procs.wait_for_log("node", "configured:", NODE_READY_TIMEOUT_S)
+        procs.wait_for_log("record", "matched /diagnostics", NODE_READY_TIMEOUT_S)
         _run(
             [*_cli(), "replay", str(scenes), "--quiet", "--reliable", "--clock", "10",
              "--wait-for-subscribers", "30", "--lockstep", f"{ns}/detections",
-             "--lockstep-timeout", "6",
+             "--lockstep-timeout", f"{LOCKSTEP_TIMEOUT_S:g}",
              "--topics", f"{ns}/image_raw", f"{ns}/camera_info"],
-            env,
+            env, logs / "replay.log", REPLAY_TIMEOUT_S,
         )  # fmt: skip
         time.sleep(2.0)  # the last /diagnostics period
         procs.check_alive()
@@ -193,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"prompt tokens {sorted(set(outcome.prompt_tokens))}",
                     flush=True,
                 )
-    except (VllmServerError, SmokeError) as err:
+    except (VllmServerError, SmokeError, DemoError) as err:
         print(f"vllm-smoke: {err}", file=sys.stderr)
         return 1
     frames = sum(o.frames for o in outcomes)

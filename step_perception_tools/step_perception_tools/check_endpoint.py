@@ -9,15 +9,22 @@ geometry, the profile's prompt, schema and sampling) a few times and reports on 
 * whether reasoning leaks into the content (``<think>``/``</think>`` in ``message.content``), and
   where the server puts it (``reasoning`` in vLLM 0.32, ``reasoning_content`` in SGLang);
 * prompt tokens per image at the node's send geometry (with vs without the image), against the
-  profile's own count where it has one.
+  profile's own count where it has one;
+* which box convention the answers follow: the scene is generated, so its objects' boxes are
+  known. Every answer is parsed under each convention the profiles use (core/profiles.py
+  ``BoxConvention``), mapped back to source pixels as the node would, and scored against the
+  truth (one-to-one IoU matching). The best convention, and the ``model_profile`` it implies, are
+  named only when the fit is clear; a random-weight model (or one that is no detector) gets
+  "inconclusive", never a recommendation.
 
-Exit status 0 when nothing is wrong, 1 otherwise (2: bad arguments). Which box convention a real
-model follows needs a real model and is not checked here.
+Exit status 0 when nothing is wrong, 1 otherwise (2: bad arguments). A box convention that fits
+clearly but differs from the profile's is wrong (the node would misplace every box).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -31,15 +38,109 @@ import httpx
 import jsonschema
 import yaml
 from step_perception.core.config import PerceptionConfig
-from step_perception.core.errors import StepPerceptionError
+from step_perception.core.errors import ParseError, StepPerceptionError
 from step_perception.core.imaging import prepare_array_for
-from step_perception.core.profiles import get_profile
+from step_perception.core.parsing import parse_answer
+from step_perception.core.profiles import PROFILES, BoxConvention, ModelProfile, get_profile
 from step_perception.core.prompts import build_request
-from step_perception.core.types import ModelRequest
+from step_perception.core.types import Box2D, ModelRequest, PreparedImage
 
-__all__ = ["EndpointReport", "add_arguments", "check_endpoint", "main"]
+__all__ = [
+    "SCENE_SEED",
+    "ConventionFit",
+    "EndpointReport",
+    "add_arguments",
+    "box_fit",
+    "check_endpoint",
+    "main",
+    "recommend_profile",
+]
 
 _THINK_MARKS = ("<think>", "</think>")
+#: A convention is named only when its boxes match the scene at least this well (matched IoU, see
+#: ``box_fit``): a real detector scores 0.7-0.9 on the generated scene, random boxes below 0.1.
+FIT_MIN_SCORE = 0.5
+#: ... and beat every other reading by this much; closer, two readings fit and it is inconclusive.
+FIT_MARGIN = 0.2
+#: The generated scene sent: five objects spread over the table (one object would let a wrong
+#: reading of a near-square box score well).
+SCENE_SEED = 4
+#: Profiles named by the served model's name, for conventions that several profiles share.
+_NAME_HINTS = (("step", "step3p7"), ("qwen3", "qwen3_vl"), ("qwen2.5", "qwen2_5_vl"),
+               ("qwen2_5", "qwen2_5_vl"), ("gemini", "gemini"))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ConventionFit:
+    """How well the answers' boxes, read in one convention, match the scene's truth."""
+
+    convention: BoxConvention
+    score: float  # mean over answers of matched IoU / max(truth objects, boxes); 0..1
+    boxes: int  # boxes that parsed, over all answers
+
+
+def _matched_score(found: Sequence[Box2D], truth: Sequence[Box2D]) -> float:
+    """Sum of one-to-one matched IoUs (greedy, best pairs first) over max(len(found), len(truth)).
+
+    Misses and extra boxes both lower it, so many random boxes cannot buy a good score.
+    """
+    if not found or not truth:
+        return 0.0
+    pairs = sorted(
+        ((f.iou(t), i, j) for i, f in enumerate(found) for j, t in enumerate(truth)), reverse=True
+    )
+    used_f: set[int] = set()
+    used_t: set[int] = set()
+    total = 0.0
+    for iou, i, j in pairs:
+        if iou <= 0.0:
+            break
+        if i not in used_f and j not in used_t:
+            used_f.add(i)
+            used_t.add(j)
+            total += iou
+    return total / max(len(found), len(truth))
+
+
+def box_fit(
+    answers: Sequence[str], profile: ModelProfile, image: PreparedImage, truth: Sequence[Box2D]
+) -> tuple[ConventionFit, ...]:
+    """Score ``answers`` (raw contents) under every box convention, best first.
+
+    Each answer is parsed as the node would (``parse_answer``, boxes mapped to source pixels
+    through the image's transform), with only the profile's convention swapped.
+    """
+    fits = []
+    for convention in BoxConvention:
+        variant = dataclasses.replace(profile, box_convention=convention)
+        scores: list[float] = []
+        boxes = 0
+        for text in answers:
+            try:
+                found = [d.box for d in parse_answer(text, variant, image).detections]
+            except ParseError:
+                found = []
+            boxes += len(found)
+            scores.append(_matched_score(found, truth))
+        mean = statistics.fmean(scores) if scores else 0.0
+        fits.append(ConventionFit(convention, mean, boxes))
+    return tuple(sorted(fits, key=lambda f: f.score, reverse=True))
+
+
+def recommend_profile(convention: BoxConvention, current: str, model: str) -> str:
+    """Return the ``model_profile`` that reads boxes in ``convention``.
+
+    The current one if it does, else the one the model's name points to, else ``generic``, else
+    the first that does.
+    """
+    fitting = [name for name, p in PROFILES.items() if p.box_convention is convention]
+    if current in fitting:
+        return current
+    low = model.lower()
+    for hint, name in _NAME_HINTS:
+        if hint in low and name in fitting:
+            return name
+    return "generic" if "generic" in fitting else fitting[0]
 
 
 @dataclass
@@ -56,7 +157,20 @@ class EndpointReport:
     image_tokens: int | None = None
     expected_image_tokens: int | None = None
     sent_size: tuple[int, int] = (0, 0)
+    fits: tuple[ConventionFit, ...] = ()  # best first; empty: not scored (no answers)
+    box_convention: BoxConvention | None = None  # named only when the fit is clear
+    recommended_profile: str = ""
+    box_note: str = ""  # why inconclusive
     problems: list[str] = field(default_factory=list)
+
+    def _box_line(self) -> str:
+        if self.box_convention is not None:
+            others = ", ".join(f"{f.convention.value} {f.score:.2f}" for f in self.fits[1:])
+            return (
+                f"{self.box_convention.value} fits the scene (score {self.fits[0].score:.2f}; "
+                f"{others}) -> model_profile {self.recommended_profile}"
+            )
+        return f"inconclusive ({self.box_note or 'no answers'})"
 
     def lines(self) -> list[str]:
         """Return the one-screen report, line by line."""
@@ -72,7 +186,7 @@ class EndpointReport:
             f"reasoning        {self.reasoning_field or 'none seen'}; "
             f"{self.leaks} answers with <think> in the content",
             f"image tokens     {tokens} per {self.sent_size[0]}x{self.sent_size[1]} image",
-            "box convention   not checked (needs a real model)",
+            f"box convention   {self._box_line()}",
             "verdict          " + ("OK" if not self.problems else "; ".join(self.problems)),
         ]
 
@@ -126,7 +240,7 @@ def check_endpoint(
             report.problems.append(f"GET /models failed ({type(err).__name__})")
             return report
         model = config.model if config.model in report.models else (report.models or [""])[0]
-        scene = render_scene(seed=7, index=0)
+        scene = render_scene(seed=SCENE_SEED, index=0)
         image = prepare_array_for(scene.rgb[:, :, ::-1].copy(), config)
         req = build_request(config, image)
         report.sent_size = (image.width, image.height)
@@ -135,6 +249,7 @@ def check_endpoint(
             report.expected_image_tokens = profile.image_tokens(image.width, image.height)
         extras = True
         prompt_tokens: int | None = None
+        contents: list[str] = []
         for _ in range(requests):
             t0 = time.monotonic()
             reply = client.post(
@@ -160,6 +275,7 @@ def check_endpoint(
                 if message.get(name):
                     report.reasoning_field = f"separate (message.{name})"
             content = message.get("content") or ""
+            contents.append(content)
             if any(mark in content for mark in _THINK_MARKS):
                 report.leaks += 1
             try:
@@ -179,6 +295,8 @@ def check_endpoint(
             usage = (text_only.json().get("usage") or {}) if text_only.status_code == 200 else {}
             if isinstance(usage.get("prompt_tokens"), int):
                 report.image_tokens = prompt_tokens - usage["prompt_tokens"]
+        truth = [Box2D(*o.box) for o in scene.objects]
+        _judge_boxes(report, contents, profile, model, image, truth)
     if report.answers and report.schema_valid < report.answers:
         report.problems.append(
             f"response_format not honoured ({report.answers - report.schema_valid} of "
@@ -195,6 +313,41 @@ def check_endpoint(
             f"image costs {report.image_tokens} tokens, profile says {report.expected_image_tokens}"
         )
     return report
+
+
+def _judge_boxes(
+    report: EndpointReport,
+    contents: Sequence[str],
+    profile: ModelProfile,
+    model: str,
+    image: PreparedImage,
+    truth: Sequence[Box2D],
+) -> None:
+    """Fill the box-convention part of ``report`` (and its problem, on a clear mismatch)."""
+    if not contents:
+        return
+    report.fits = box_fit(contents, profile, image, truth)
+    best, runner_up = report.fits[0], report.fits[1]
+    if best.boxes == 0:
+        report.box_note = "no box parsed under any convention"
+    elif best.score < FIT_MIN_SCORE:
+        report.box_note = (
+            f"best {best.convention.value} scores {best.score:.2f} < {FIT_MIN_SCORE}: the boxes "
+            "do not match the scene (random weights, or not a detector?)"
+        )
+    elif best.score - runner_up.score < FIT_MARGIN:
+        report.box_note = (
+            f"{best.convention.value} {best.score:.2f} and {runner_up.convention.value} "
+            f"{runner_up.score:.2f} fit about equally"
+        )
+    else:
+        report.box_convention = best.convention
+        report.recommended_profile = recommend_profile(best.convention, profile.name, model)
+        if profile.box_convention is not best.convention:
+            report.problems.append(
+                f"boxes follow {best.convention.value}, profile {profile.name} reads "
+                f"{profile.box_convention.value}: use model_profile {report.recommended_profile}"
+            )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -813,7 +813,10 @@ def _extract(resp: object) -> tuple[str, TokenUsage | None]:
             _Kind.GARBAGE,
             f"answer has no text content (finish_reason={finish!r}; only reasoning?)",
         )
-    # reasoning_content (vLLM/SGLang's separate field) is ignored on purpose.
+    # The reasoning a server's reasoning parser separated is ignored on purpose, whatever the
+    # field is called: vLLM 0.32 puts it in message.reasoning, SGLang (and vLLM before the
+    # rename) in message.reasoning_content. Only content is parsed; a server without a reasoning
+    # parser leaves <think>...</think> in it, which strip_reasoning removes.
     usage = None
     raw_usage = getattr(resp, "usage", None)
     prompt = getattr(raw_usage, "prompt_tokens", None)

@@ -27,3 +27,6 @@ def test_vllm_is_reported_fit(
     assert "2/2 answers schema-valid" in out
     assert "0 answers with <think> in the content" in out
     assert f"image tokens     {tokens} (profile expects {tokens}) per {size} image" in out
+    # Random weights: whatever boxes parse match no convention; no profile is recommended.
+    assert "box convention   inconclusive (" in out, out
+    assert "model_profile" not in out, out

@@ -17,10 +17,12 @@ from vllm_smoke import make_scenes, run_task, smoke_env
 
 
 @pytest.mark.ros
-# Deselected from `make test` (not skipped: `make vllm-smoke` runs the same code for every task,
-# and `pytest <this file>` runs it): in 1 of 3 full runs on the loaded 2-core machine it stalled
-# past pytest's 300 s limit while alone it passes in ~50 s; the cause is not found yet, and a CI
-# that needs luck is worse than one that says what it leaves out (issue #11 stays open for it).
+# Deselected from `make test` (not skipped: `make vllm-smoke` and `pytest <this file>` run it).
+# Cause found (2026-12-02): a frame whose random-weight answer has only degenerate boxes is a parse
+# failure, the node publishes nothing for it, and the replay's lockstep fails on the missing
+# answer. Whether a frame parses seems to depend on what ran before on the session server
+# (likely vLLM prefix-cache numerics; not verified), hence alone-pass / full-run-fail. Open:
+# lockstep must count a frame the node finished without output (issue #11).
 @pytest.mark.not_in_ci
 @pytest.mark.timeout(600)  # 2 nodes, replays, lockstep waits: ~110 s on a quiet machine
 def test_node_answers_every_frame_with_schema_valid_json(

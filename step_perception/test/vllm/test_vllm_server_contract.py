@@ -84,6 +84,9 @@ def test_reasoning_is_split_from_the_content(vllm_server: VllmServer) -> None:
     message = _ok(vllm_server, body)["choices"][0]["message"]
     reasoning, content = message.get("reasoning"), message["content"]
     assert reasoning, message
+    # vLLM 0.32's name is `reasoning`; `reasoning_content` (SGLang, older vLLM) is not sent. The
+    # openai backend reads neither (test_backend_openai_faults.py covers both names).
+    assert message.get("reasoning_content") is None, message
     jsonschema.validate(json.loads(content), schema)
     assert "<think>" not in content and "</think>" not in content
     assert reasoning.strip() not in content

@@ -36,11 +36,13 @@ __all__ = ["OUTAGES", "Behaviour", "FaultServer", "closed_port", "completion_bod
 OUTAGES = ("5xx", "hang", "down", "flap", "slow", "reset")
 
 
-def completion_body(content: str | None, *, reasoning: str | None = None) -> dict[str, Any]:
-    """A valid chat.completion answer with usage."""
+def completion_body(
+    content: str | None, *, reasoning: str | None = None, reasoning_field: str = "reasoning_content"
+) -> dict[str, Any]:
+    """A valid chat.completion answer with usage (reasoning under ``reasoning_field``)."""
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if reasoning is not None:
-        message["reasoning_content"] = reasoning
+        message[reasoning_field] = reasoning
     return {
         "id": "chatcmpl-fault",
         "object": "chat.completion",
@@ -69,6 +71,9 @@ class Behaviour:
     retry_after: str | None = None
     content: str | None = '{"objects": []}'
     reasoning: str | None = None
+    # Where the reasoning goes: vLLM >= 0.1x says ``reasoning``, SGLang and older vLLM
+    # ``reasoning_content``.
+    reasoning_field: str = "reasoning_content"
     message: str = ""  # error message of a ``status`` answer
     size: int = 0  # bytes of a ``big`` answer's text
     chunked: bool = False  # ``big`` without a Content-Length
@@ -192,7 +197,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _play(self, b: Behaviour) -> None:
         if b.kind == "ok":
-            self._send_json(200, completion_body(b.content, reasoning=b.reasoning))
+            self._send_json(
+                200,
+                completion_body(
+                    b.content, reasoning=b.reasoning, reasoning_field=b.reasoning_field
+                ),
+            )
         elif b.kind == "sleep":
             time.sleep(b.delay_s)
             with contextlib.suppress(OSError):  # the client may have given up first

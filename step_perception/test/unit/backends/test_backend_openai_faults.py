@@ -97,8 +97,13 @@ def test_response_format_only_when_asked() -> None:
     assert asked["reasoning_effort"] == "high"  # the config overrides the request's "low"
 
 
-def test_reasoning_is_stripped_and_reasoning_content_ignored() -> None:
-    think = Behaviour(content='<think>the cube is red</think>\n{"objects": [1]}', reasoning="long")
+@pytest.mark.parametrize("field", ["reasoning", "reasoning_content"])  # vLLM 0.32, SGLang
+def test_reasoning_is_stripped_and_the_reasoning_field_ignored(field: str) -> None:
+    think = Behaviour(
+        content='<think>the cube is red</think>\n{"objects": [1]}',
+        reasoning="long",
+        reasoning_field=field,
+    )
     with FaultServer(default=think) as srv:
         b = backend(srv.base_url)
         try:

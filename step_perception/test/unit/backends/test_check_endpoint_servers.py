@@ -26,6 +26,42 @@ def test_transformers_serve_is_reported_unfit(
     assert str(tiny_model_dir) in out.splitlines()[1]  # the listed model
     assert "0/2 answers schema-valid" in out
     assert "response_format not honoured" in out
+    assert "box convention   inconclusive (no box parsed under any convention)" in out
+
+
+def test_reference_model_box_convention_and_profile(
+    reference_serve_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A real (trained) detector: its boxes fit the generated scene in one convention only, and
+    # that convention implies the profile the demo runs it with.
+    code = main([reference_serve_url, "--profile", "generic", "--requests", "2"])
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("box convention"))
+    assert "norm_1000_xyxy fits the scene" in line, out
+    assert line.endswith("-> model_profile generic"), out
+    score = float(line.split("(score ", 1)[1].split(";", 1)[0])
+    assert score >= 0.7, out
+    # transformers serve ignores response_format (the node's schema is not enforced): that is the
+    # one problem; the box convention is not one.
+    assert code == 1, out
+    assert out.rstrip().endswith(
+        "verdict          response_format not honoured (2 of 2 answers not schema-valid)"
+    ), out
+
+
+def test_reference_model_under_the_wrong_profile_is_reported(
+    reference_serve_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Under qwen2_5_vl the node would read the model's 0-1000 boxes as pixels: a problem, and the
+    # report names the profile that reads them right.
+    code = main([reference_serve_url, "--profile", "qwen2_5_vl", "--requests", "1"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "norm_1000_xyxy fits the scene" in out, out
+    assert (
+        "boxes follow norm_1000_xyxy, profile qwen2_5_vl reads abs_pixels_sent: use model_profile "
+        "generic" in out
+    ), out
 
 
 def test_reasoning_leak_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
@@ -55,4 +91,5 @@ def test_a_well_behaved_server_passes(capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0, out
     assert "2/2 answers schema-valid" in out
     assert "separate (message.reasoning_content)" in out
+    assert "box convention   inconclusive (no box parsed under any convention)" in out
     assert out.rstrip().endswith("verdict          OK")
