@@ -207,6 +207,9 @@ def run_task(
             [*_cli(), "replay", str(scenes), "--quiet", "--reliable", "--clock", "10",
              "--wait-for-subscribers", "30", "--lockstep", f"{ns}/detections",
              "--lockstep-timeout", f"{LOCKSTEP_TIMEOUT_S:g}",
+             # Random weights: a schema-valid answer can still fail the node's checks (a
+             # degenerate box); the node then publishes nothing, and the frame counts as failed.
+             "--lockstep-node", f"{ns}/step_perception",
              "--topics", f"{ns}/image_raw", f"{ns}/camera_info"],
             env, logs / "replay.log", REPLAY_TIMEOUT_S,
         )  # fmt: skip

@@ -204,6 +204,14 @@ def _parser() -> argparse.ArgumentParser:
         help="fail the replay (exit 1) when one answer takes longer than S seconds (default 30)",
     )
     r.add_argument(
+        "--lockstep-node",
+        default=None,
+        metavar="NODE",
+        help="with --lockstep: the node's fully qualified name (e.g. /camera/step_perception); a "
+        "frame it finished with a failure (its /diagnostics: parse failure, backend error) "
+        "publishes nothing and counts as failed, instead of failing the replay",
+    )
+    r.add_argument(
         "--lockstep-latency-out",
         type=Path,
         default=None,
@@ -434,11 +442,15 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             lockstep_output=args.lockstep,
             lockstep_input=args.lockstep_input,
             lockstep_timeout_s=args.lockstep_timeout,
+            lockstep_node=args.lockstep_node,
         )
         stats = replay(opts, stop=stop, console=None if args.quiet else console)
         console.print(f"published {stats.messages} messages ({stats.passes} pass(es))")
         if args.lockstep:
-            console.print(f"lockstep: {stats.answered} answered, {stats.unanswered} unanswered")
+            console.print(
+                f"lockstep: {stats.answered} answered, {stats.failed} failed, "
+                f"{stats.unanswered} unanswered"
+            )
             if args.lockstep_latency_out is not None:
                 args.lockstep_latency_out.write_text(json.dumps(list(stats.round_trips_s)) + "\n")
         return 0

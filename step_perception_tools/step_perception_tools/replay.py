@@ -8,6 +8,7 @@ every message and at ``clock_hz`` in between) for nodes with ``use_sim_time``.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Mapping
@@ -37,6 +38,8 @@ from step_perception_tools.topics import matching_qos, message_class
 __all__ = ["ReplayOptions", "ReplayStats", "replay"]
 
 _NS = 1_000_000_000
+# The node's /diagnostics counters of frames it finished without a result (PerceiverStats.failures).
+_FAILURE_KEYS = ("image_errors", "backend_errors", "parse_failures", "internal_errors")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,10 @@ class ReplayOptions:
     lockstep_output: str | None = None
     lockstep_input: str = "/camera/image_raw"  # bag topic whose messages are the frames
     lockstep_timeout_s: float = 30.0
+    # Lockstep with this node's fully qualified name (e.g. /camera/step_perception): a frame the
+    # node finished without publishing (its /diagnostics failure counters went up: a parse
+    # failure, a backend error) counts as failed and the replay goes on, instead of timing out.
+    lockstep_node: str | None = None
 
     def __post_init__(self) -> None:
         if not self.rate > 0:
@@ -76,6 +83,7 @@ class ReplayStats:
     passes: int  # completed or started passes over the bag
     answered: int = 0  # lockstep: frames whose answer arrived
     unanswered: int = 0  # lockstep: frames given up on because of a stop (a timeout raises)
+    failed: int = 0  # lockstep_node: frames the node finished with a failure, nothing published
     # lockstep: per answered frame, wall seconds from publishing the frame to its answer's arrival
     round_trips_s: tuple[float, ...] = ()
 
@@ -91,10 +99,14 @@ class _Lockstep:
         self._stamps: set[int] = set()
         self._published: dict[int, float] = {}  # header stamp -> monotonic time of the publish
         self.round_trips_s: list[float] = []
-        self.answered = self.unanswered = 0
+        self.answered = self.unanswered = self.failed = 0
         self._executor = SingleThreadedExecutor(context=node.context)
         self._executor.add_node(node)
         end = time.monotonic() + max(self._timeout, opts.wait_subscribers_s)
+        self._failures: int | None = None  # the node's failure count, newest /diagnostics
+        self._failures_base = 0
+        if opts.lockstep_node is not None:
+            self._watch_failures(node, opts.lockstep_node, end, stop)
         msgtype = None
         while msgtype is None:
             types = dict(node.get_topic_names_and_types()).get(self._topic)
@@ -109,6 +121,31 @@ class _Lockstep:
             matching_qos(node, self._topic, 100),
             raw=True,
         )
+
+    def _watch_failures(self, node: Any, name: str, end: float, stop: threading.Event) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        prefix = f"{name}:"
+
+        def on_diagnostics(msg: DiagnosticArray) -> None:
+            for status in msg.status:
+                if status.name.startswith(prefix):
+                    values = {kv.key: kv.value for kv in status.values}
+                    with contextlib.suppress(ValueError):
+                        self._failures = sum(int(values.get(k, "0")) for k in _FAILURE_KEYS)
+
+        node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+        # The count before the first frame; the node publishes /diagnostics at 1 Hz.
+        while self._failures is None:
+            if time.monotonic() >= end or stop.is_set():
+                raise BagError(f"lockstep: no /diagnostics from {name}")
+            self._executor.spin_once(timeout_sec=0.05)
+        self._failures_base = self._failures
+
+    def _failed_now(self) -> bool:
+        # One frame at a time: the node's k-th failure since the start is this frame's.
+        failures = self._failures
+        return failures is not None and failures - self._failures_base > self.failed
 
     def _on_answer(self, raw: bytes) -> None:
         stamp = header_stamp_ns(raw)
@@ -128,6 +165,9 @@ class _Lockstep:
         """
         end = time.monotonic() + self._timeout
         while stamp_ns not in self._stamps:
+            if self._failed_now():
+                self.failed += 1
+                return
             if self._stop.is_set():
                 self.unanswered += 1
                 return
@@ -247,6 +287,7 @@ def replay(
                     passes=passes,
                     answered=lockstep.answered if lockstep is not None else 0,
                     unanswered=lockstep.unanswered if lockstep is not None else 0,
+                    failed=lockstep.failed if lockstep is not None else 0,
                     round_trips_s=tuple(lockstep.round_trips_s) if lockstep is not None else (),
                 )
         finally:

@@ -17,13 +17,10 @@ from vllm_smoke import make_scenes, run_task, smoke_env
 
 
 @pytest.mark.ros
-# Deselected from `make test` (not skipped: `make vllm-smoke` and `pytest <this file>` run it).
-# Cause found (2026-12-02): a frame whose random-weight answer has only degenerate boxes is a parse
-# failure, the node publishes nothing for it, and the replay's lockstep fails on the missing
-# answer. Whether a frame parses seems to depend on what ran before on the session server
-# (likely vLLM prefix-cache numerics; not verified), hence alone-pass / full-run-fail. Open:
-# lockstep must count a frame the node finished without output (issue #11).
-@pytest.mark.not_in_ci
+# Random weights: a frame whose schema-valid answer holds only degenerate boxes is a parse failure
+# and the node publishes nothing for it. The replay's lockstep counts such a frame as failed from
+# the node's /diagnostics (`--lockstep-node`) and goes on; before, it waited for an answer that
+# never came, the stall that kept this test out of CI. The answers are checked in the cassette.
 @pytest.mark.timeout(600)  # 2 nodes, replays, lockstep waits: ~110 s on a quiet machine
 def test_node_answers_every_frame_with_schema_valid_json(
     vllm_server: VllmServer, tmp_path: Path

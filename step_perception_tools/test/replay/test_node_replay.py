@@ -4,6 +4,7 @@ perfectly."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -68,7 +69,13 @@ def _wait_for_log(log: Path, lines: list[str], timeout: float = 60.0) -> None:
     raise AssertionError(f"{log.name} never said {lines}: {text[-2000:]}")
 
 
-def _run_once(scenes: Path, cassette: Path, out: Path) -> Path:
+def _run_once(
+    scenes: Path,
+    cassette: Path,
+    out: Path,
+    extra: tuple[str, ...] = (),
+    expect: str = "lockstep: 8 answered, 0 failed, 0 unanswered",
+) -> Path:
     out.mkdir()
     params = {**PARAMS, "cassette": str(cassette), "use_sim_time": True}
     node_argv = [sys.executable, "-m", "step_perception.ros.main", "--ros-args",
@@ -87,12 +94,12 @@ def _run_once(scenes: Path, cassette: Path, out: Path) -> Path:
                         "--wait-for-subscribers", "30", "--delay", "2", "--quiet",
                         "--lockstep", f"{NS}/detections", "--lockstep-timeout", "20",
                         "--topics", f"{NS}/image_raw", f"{NS}/camera_info",
-                        f"{NS}/depth/image_raw"),
+                        f"{NS}/depth/image_raw", *extra),
             env=cli_env(), capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert replay.returncode == 0, replay.stderr
         assert "no subscriber" not in replay.stderr, replay.stderr
-        assert "lockstep: 8 answered, 0 unanswered" in replay.stderr, replay.stderr
+        assert expect in replay.stderr, replay.stderr
         time.sleep(2.0)  # the last answers reach the recorder
         assert node.poll() is None, (out / "node.log").read_text()[-3000:]
     finally:
@@ -140,3 +147,26 @@ def test_node_outputs_are_identical_on_two_replays(tmp_path: Path):
     assert report.mean_iou is not None and report.mean_iou >= MIN_TRUTH_MEAN_IOU, report
     assert report.position_pairs == report.truth_objects
     assert report.position_error_median_m is not None and report.position_error_median_m < 0.02
+
+
+def test_lockstep_counts_frames_the_node_failed_and_goes_on(tmp_path: Path):
+    """Two frames get an answer that is no JSON: the node publishes nothing for them, and
+    ``--lockstep-node`` counts them as failed from its /diagnostics instead of timing out."""
+    from step_perception_tools.make_scenes import make_scenes
+
+    scenes = tmp_path / "scenes"
+    make_scenes(scenes, count=8, seed=11, width=320, height=240, fps=10.0, jobs=1)
+    cassette = tmp_path / "truth.jsonl"
+    config = PerceptionConfig.from_mapping({**PARAMS, "cassette": str(cassette)})
+    assert write_truth_cassette(bags.read_scene_frames(scenes), config, cassette) == 8
+    entries = [json.loads(line) for line in cassette.read_text().splitlines()]
+    for i in (2, 5):
+        entries[i]["text"] = "I think there is a cup, but I cannot say where."
+    cassette.write_text("".join(json.dumps(e) + "\n" for e in entries))
+
+    run = _run_once(
+        scenes, cassette, tmp_path / "a",
+        extra=("--lockstep-node", f"{NS}/step_perception"),
+        expect="lockstep: 6 answered, 2 failed, 0 unanswered",
+    )  # fmt: skip
+    assert len(_outputs(run)[f"{NS}/detections"]) == 6
