@@ -30,6 +30,7 @@ from step_perception.core.parsing import parse_answer, strip_reasoning
 from step_perception.core.profiles import get_profile
 from step_perception.core.prompts import build_request
 from step_perception.core.types import ModelRequest
+from vllm_helpers import request_body
 from vllm_server import SERVED_MODEL, VllmServer, VllmServerConfig, VllmServerError
 
 #: The answer after the reasoning: one red cube, 0-1000 of the image as sent (step3p7).
@@ -70,23 +71,7 @@ def _request(**config: object) -> ModelRequest:
 
 
 def _body(req: ModelRequest, **extra: Any) -> dict[str, Any]:
-    return {
-        "model": SERVED_MODEL,
-        "messages": [
-            {"role": "system", "content": req.system},
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image_url", "image_url": {"url": req.image.data_url()}},
-                    {"type": "text", "text": req.user},
-                ],
-            },
-        ],
-        "max_tokens": 200,
-        "temperature": 1.0,
-        "seed": 5,
-        **extra,
-    }
+    return request_body(req, max_tokens=200, temperature=1.0, seed=5, **extra)
 
 
 def test_think_in_the_content_never_reaches_the_parser(plain_server: VllmServer) -> None:

@@ -24,7 +24,7 @@ from step_perception.core.profiles import get_profile
 from step_perception.core.prompts import build_request
 from step_perception.core.tokens import step3_image_tokens
 from step_perception.core.types import ModelRequest, Task
-from vllm_helpers import scene_jpeg
+from vllm_helpers import request_body, scene_jpeg
 from vllm_server import SERVED_MODEL, VllmServer
 
 
@@ -148,20 +148,7 @@ def test_node_request_costs_what_the_profile_says(
     assert (req.image.width, req.image.height) == sent
     cost = get_profile("step3p7").image_tokens
     assert cost is not None and cost(*sent) == image_tokens
-    body = {
-        "model": SERVED_MODEL,
-        "messages": [
-            {"role": "system", "content": req.system},
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image_url", "image_url": {"url": req.image.data_url()}},
-                    {"type": "text", "text": req.user},
-                ],
-            },
-        ],
-        "max_tokens": 1,
-    }
+    body = request_body(req, max_tokens=1)
     usage = httpx.post(f"{vllm_server.base_url}/chat/completions", json=body, timeout=60).json()[
         "usage"
     ]

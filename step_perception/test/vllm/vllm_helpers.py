@@ -49,3 +49,21 @@ def chat_body(
     body: dict[str, Any] = {"model": SERVED_MODEL, "messages": messages, "temperature": 0.0}
     body.update(extra)
     return body
+
+
+def request_body(req: Any, **extra: Any) -> dict[str, Any]:
+    """The chat body of a node's ``ModelRequest`` (system, then the image and the text)."""
+    return {
+        "model": SERVED_MODEL,
+        "messages": [
+            {"role": "system", "content": req.system},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": req.image.data_url()}},
+                    {"type": "text", "text": req.user},
+                ],
+            },
+        ],
+        **extra,
+    }
