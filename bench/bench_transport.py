@@ -160,7 +160,11 @@ def _child(role: str) -> int:
             topic = cmd["topic"]
             arrivals[topic] = []
             subs[topic] = node.create_subscription(
-                Image, topic, lambda d, t=topic: on_raw(t, d), _qos(cmd["reliable"], 10), raw=True
+                Image,
+                topic,
+                lambda d, t=topic: on_raw(t, d),
+                _qos(cmd["reliable"], cmd.get("depth", 10)),
+                raw=True,
             )
             _reply({"ok": True})
         elif op == "result":
@@ -247,6 +251,7 @@ def run_all(
     seconds: float,
     min_frames: int,
     writer_depth: int = 5,
+    reader_depth: int = 10,
 ) -> list[Cell]:
     """Measure every (size, fps, reliability) cell; one publisher/subscriber pair per profile.
 
@@ -270,6 +275,7 @@ def run_all(
                                 seconds,
                                 min_frames,
                                 writer_depth,
+                                reader_depth,
                             )
                         )
     finally:
@@ -289,11 +295,12 @@ def _measure(
     seconds: float,
     min_frames: int,
     writer_depth: int,
+    reader_depth: int = 10,
 ) -> Cell:
     width, height = SIZES[size]
     topic = f"/bench/{profile}/s{width}x{height}_f{int(fps)}_{int(reliable)}"
     count = max(min_frames, round(fps * seconds))
-    sub.ask({"op": "sub", "topic": topic, "reliable": reliable})
+    sub.ask({"op": "sub", "topic": topic, "reliable": reliable, "depth": reader_depth})
     sent = pub.ask(
         {
             "op": "pub",
@@ -352,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", default="1,10,30", help="comma list of frame rates")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each stream")
     parser.add_argument("--writer-depth", type=int, default=5, help="publisher keep-last depth")
+    parser.add_argument("--reader-depth", type=int, default=10, help="subscriber keep-last depth")
     parser.add_argument("--min-frames", type=int, default=20, help="frames per stream at least")
     args = parser.parse_args(argv)
     if args.role:
@@ -361,7 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     rates = [float(f) for f in args.fps.split(",") if f]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load = os.getloadavg()[0]
-    cells = run_all(profiles, sizes, rates, args.seconds, args.min_frames, args.writer_depth)
+    cells = run_all(
+        profiles, sizes, rates, args.seconds, args.min_frames, args.writer_depth, args.reader_depth
+    )
     print(
         f"bench_transport: {started}, {os.cpu_count()} cores, load average at start {load:.2f},"
         f" at end {os.getloadavg()[0]:.2f}; {args.seconds:g} s per stream"

@@ -361,6 +361,15 @@ class PerceptionConfig:
             current[fname] = value
         return PerceptionConfig.from_mapping(current)
 
+    def summary(self) -> str:
+        """One log line: what the node was configured with (no key, no endpoint)."""
+        return (
+            f"model={self.model} profile={self.model_profile} task={self.task.value} "
+            f"rate_hz={self.rate_hz:g} max_image_side={self.max_image_side} "
+            f"input={self.image_transport.value}/{self.reliability.value} "
+            f"use_depth={self.use_depth}"
+        )
+
     def as_parameters(self) -> dict[str, bool | int | float | str | list[str]]:
         """Return the config as ROS-parameter-typed values, keyed by parameter name."""
         out: dict[str, bool | int | float | str | list[str]] = {}

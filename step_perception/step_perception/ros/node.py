@@ -172,12 +172,7 @@ class PerceptionNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._settings, self._session = settings, session
         self._outputs = Outputs(self, vision_msgs=settings.vision_msgs, depth=config.use_depth)
-        self.get_logger().info(
-            f"configured: backend={backend.name} model={config.model} "
-            f"profile={config.model_profile} task={config.task.value} rate_hz={config.rate_hz:g} "
-            f"max_image_side={config.max_image_side} input={config.image_transport.value}"
-            f"/{config.reliability.value} use_depth={config.use_depth}"
-        )
+        self.get_logger().info(f"configured: backend={backend.name} {config.summary()}")
         self._state = "inactive"
         return TransitionCallbackReturn.SUCCESS
 
@@ -209,33 +204,30 @@ class PerceptionNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Free the backend (and the model it holds) and the publishers."""
-        self._release()
-        self._state = "unconfigured"
-        self.get_logger().info("cleaned up: backend closed")
-        return TransitionCallbackReturn.SUCCESS
+        self.get_logger().info("cleaning up: closing the backend")
+        return self._teardown("unconfigured")
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe and free everything."""
-        self._unsubscribe()
-        self._release()
-        self._state = "finalized"
-        return TransitionCallbackReturn.SUCCESS
+        return self._teardown("finalized")
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Free everything; the node returns to unconfigured."""
         self.get_logger().error(f"error during a transition from {state.label}; cleaning up")
-        self._unsubscribe()
-        self._release()
-        self._state = "unconfigured"
-        return TransitionCallbackReturn.SUCCESS
+        return self._teardown("unconfigured")
 
     def shutdown(self) -> None:
         """Leave every state cleanly (for ``main`` and tests)."""
         if self._state in ("active", "inactive", "unconfigured"):
             with contextlib.suppress(Exception):
                 self.trigger_shutdown()
-        self._unsubscribe()
+        self._teardown(self._state)
+
+    def _teardown(self, state: str) -> TransitionCallbackReturn:
+        self._unsubscribe()  # nothing to undo when inactive or unconfigured
         self._release()
+        self._state = state
+        return TransitionCallbackReturn.SUCCESS
 
     def _config(self) -> PerceptionConfig | None:
         session = self._session

@@ -169,3 +169,13 @@ def test_runtime_parameters_include_the_required_ones():
     runtime = {s.name for s in PARAMETERS if s.runtime}
     assert {"rate_hz", "prompt", "task", "max_image_side"} <= runtime
     assert "backend" not in runtime and "endpoint" not in runtime
+
+
+def test_summary_names_the_settings_and_never_the_endpoint() -> None:
+    c = PerceptionConfig.from_mapping(
+        {"endpoint": "http://10.0.0.7:8000/v1", "rate_hz": 2.5, "task": "describe"}
+    )
+    line = c.summary()
+    assert "profile=step3p7" in line and "task=describe" in line and "rate_hz=2.5" in line
+    assert "input=raw/best_effort" in line and "use_depth=" in line
+    assert "10.0.0.7" not in line
