@@ -30,8 +30,52 @@ NS = "/bench_inflight"
 FPS = 30.0
 
 
+class VllmProcess:
+    """``serving/vllm_server.py`` (the tests' vLLM with the tiny Step-3.7 model) as a child."""
+
+    def __init__(self) -> None:
+        import re
+        import subprocess
+
+        script = node_rig.ROOT / "serving" / "vllm_server.py"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script)], stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        m, line = None, ""
+        while m is None:  # "vLLM ready in N s at URL"; EOF when it failed
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            m = re.search(r"^vLLM ready in .* at (\S+)$", line.strip())
+        if m is None:
+            self.close()
+            raise SystemExit(f"bench_inflight: the vLLM server did not start: {line!r}")
+        self.base_url = m.group(1)
+        print(f"bench_inflight: {line.strip()}", file=sys.stderr, flush=True)
+
+    def url(self, _service_ms: int) -> str:
+        return self.base_url
+
+    def close(self) -> None:
+        import signal
+        import subprocess
+
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def run(
-    graph: node_rig.Graph, server: Any, inflight: int, service_ms: int, seconds: float
+    graph: node_rig.Graph,
+    server: Any,
+    inflight: int,
+    service_ms: int,
+    seconds: float,
+    vllm: bool = False,
 ) -> dict[str, Any]:
     from ros_harness import wait_for
 
@@ -47,11 +91,16 @@ def run(
         "rate_hz": FPS,
         "max_inflight": inflight,
     }
+    if vllm:
+        # The tiny random-weight model: its answers are schema-valid but may fail the node's
+        # checks (degenerate boxes), so throughput counts finished frames, not detections.
+        params |= {"model": "step3p7-tiny", "model_profile": "step3p7", "request_timeout_s": 30.0,
+                   "max_frame_age_s": 60.0}  # fmt: skip
     name = f"{NS}/step_perception"
     with node_rig.node_process(graph, NS, params) as node:
         camera = node_rig.CameraProcess(f"{NS}/image_raw/compressed", "compressed", (640, 480), FPS)
         try:
-            if not wait_for(lambda: len(dets.msgs) >= 2 * inflight, 30.0):
+            if not vllm and not wait_for(lambda: len(dets.msgs) >= 2 * inflight, 30.0):
                 return {"error": f"no detections in 30 s (node log: {node.log()[-300:]!r})"}
             time.sleep(1.0)
             v0 = graph.fresh_values(name)
@@ -72,8 +121,9 @@ def run(
         return int(v[key]) if key in v else None
 
     ooo = [count(v, "drops_out_of_order") for v in (v0, v1)]
+    finished = [sum(count(v, k) or 0 for k in ("results", "parse_failures")) for v in (v0, v1)]
     return {
-        "fps": len(in_window) / (t1 - t0),
+        "fps": (finished[1] - finished[0] if vllm else len(in_window)) / (t1 - t0),
         "backwards": backwards,
         "dropped_out_of_order": None if None in ooo else int(ooo[1] or 0) - int(ooo[0] or 0),
         "cpu_s": cpu,
@@ -85,32 +135,43 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--service-ms", type=int, default=200)
     ap.add_argument("--inflight", default="1,2,4,8")
+    ap.add_argument(
+        "--vllm",
+        action="store_true",
+        help="against the tests' vLLM server (tiny Step-3.7, `make vllm`) instead of the fixed "
+        "service time; results/s then counts every finished frame (published or parse failure)",
+    )
     args = ap.parse_args()
     from model_server import ModelServer
 
     print(f"## bench_inflight: {node_rig.machine()}\n")
+    server_text = (
+        "the tests' vLLM server (tiny Step-3.7, random weights; results/s = finished frames)"
+        if args.vllm
+        else f"concurrent server, service time {args.service_ms} ms"
+    )
     print(
-        f"640x480 JPEG at {FPS:.0f} fps, rate_hz {FPS:.0f}, concurrent server, service time "
-        f"{args.service_ms} ms, {args.seconds:g} s window per setting.\n"
+        f"640x480 JPEG at {FPS:.0f} fps, rate_hz {FPS:.0f}, {server_text}, "
+        f"{args.seconds:g} s window per setting.\n"
     )
     rows = [
         "| max_inflight | results/s | ideal | of ideal | vs max_inflight 1 | published out of "
         "stamp order | late replies dropped (node) |",
         "|---|---|---|---|---|---|---|",
     ]
-    server = ModelServer()
+    server: Any = VllmProcess() if args.vllm else ModelServer()
     graph = node_rig.Graph("bench_inflight_orchestrator")
     base = None
     try:
         for k in (int(x) for x in args.inflight.split(",")):
-            r = run(graph, server, k, args.service_ms, args.seconds)
+            r = run(graph, server, k, args.service_ms, args.seconds, args.vllm)
             if "error" in r:  # seen once: a node that never matched the camera; retry once
                 print(f"bench_inflight: {k}: {r['error']}; retrying", file=sys.stderr)
-                r = run(graph, server, k, args.service_ms, args.seconds)
+                r = run(graph, server, k, args.service_ms, args.seconds, args.vllm)
             if "error" in r:
                 rows.append(f"| {k} | {r['error']} | | | | | |")
                 continue
-            ideal = min(k * 1000.0 / args.service_ms, FPS)
+            ideal = float("nan") if args.vllm else min(k * 1000.0 / args.service_ms, FPS)
             base = base or r["fps"]
             dropped = "-" if r["dropped_out_of_order"] is None else str(r["dropped_out_of_order"])
             rows.append(
