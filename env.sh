@@ -1,9 +1,15 @@
 # Source me from the repository root:  . ./env.sh
 # Puts the venv (ROS 2 Jazzy from PyPI) and the built colcon workspace on the environment.
-# ROS_DISTRO=kilted . ./env.sh  picks the Kilted build instead (.venv-kilted, install-kilted/).
+# . ./env.sh kilted  picks the Kilted build instead (.venv-kilted, install-kilted/) and exports
+# ROS_DISTRO=kilted. (`ROS_DISTRO=kilted . ./env.sh` picks it too, but bash restores a variable
+# assigned in front of `.` when the file is done, so ROS_DISTRO would not stay set in your shell;
+# scripts run as `ROS_DISTRO=kilted scripts/x.sh` are fine, the variable is in their environment.)
 _sp_root=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" 2>/dev/null && pwd)
 [ -f "$_sp_root/env.sh" ] || _sp_root=$PWD
-case ${ROS_DISTRO:-jazzy} in
+# Only `kilted`/`jazzy` count as the argument: a script that sources this file without arguments
+# passes its own positional parameters through.
+case ${1:-} in kilted|jazzy) _sp_want=$1 ;; *) _sp_want=${ROS_DISTRO:-jazzy} ;; esac
+case $_sp_want in
   kilted) _sp_distro=kilted _sp_sfx=-kilted ;;
   *) _sp_distro=jazzy _sp_sfx= ;;
 esac
@@ -39,6 +45,9 @@ else
   if [ "$_sp_distro" = kilted ]; then
     export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$_sp_root/step_perception/config/fastdds3.xml}"
     export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}"
+    # Fast DDS 3 still reads the 2.x variable (deprecated) and would load fastdds.xml, which it
+    # cannot parse: drop ours if a Jazzy env.sh ran in this shell before.
+    case ${FASTRTPS_DEFAULT_PROFILES_FILE:-} in */step_perception/config/fastdds.xml) unset FASTRTPS_DEFAULT_PROFILES_FILE ;; esac
   else
     export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$_sp_root/step_perception/config/fastdds.xml}"
   fi
@@ -48,4 +57,4 @@ else
   # Never reach for a model hub at run time; models are local folders.
   export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
 fi
-unset _sp_root _sp_distro _sp_sfx
+unset _sp_root _sp_distro _sp_sfx _sp_want

@@ -20,7 +20,7 @@ from its ``/diagnostics`` (``frames_offered``), and the camera's publish log. ``
 active with no camera at all: the floor of the process (executor, timers, DDS housekeeping).
 
     . ./env.sh && ROS_DOMAIN_ID=44 python bench/bench_intake.py            # Jazzy
-    ROS_DISTRO=kilted . ./env.sh && ROS_DOMAIN_ID=44 python bench/bench_intake.py  # Kilted
+    . ./env.sh kilted && ROS_DOMAIN_ID=44 python bench/bench_intake.py  # Kilted
 """
 
 # mypy: disallow-untyped-calls=False

@@ -90,6 +90,13 @@ def cassette(
             "rate_hz": 100.0,
             "max_frame_age_s": 10.0,
             "reliability": "reliable",
+            # One frame at a time, the next sent when the last answer arrives: on Kilted the
+            # content filter is closed while a request is in flight and opened again just after
+            # the answer is published, so a frame sent on that answer can reach the camera's
+            # writer before the new filter does and be dropped there (seen: 2 of 3 runs). That
+            # is the filter's documented cost for one-frame-per-answer sources; this fixture
+            # records answers, the filter has its own tests.
+            "content_filter": "off",
         },
         tmp_path_factory.mktemp("cassette_logs"),
     )
