@@ -90,6 +90,12 @@ class Sample:
     latency_p50_s: float
     latency_p95_s: float
     level: int
+    # The RSS split: private memory (the node's own heap: the leak signal) and shared memory,
+    # mostly Fast DDS's shared-memory segments (64 MiB each: the node's own and each local
+    # writer's it reads). Their pages count once touched, so under load the RSS climbs in steps
+    # up to the segments' size without any leak.
+    rss_anon_mib: float = float("nan")
+    rss_shmem_mib: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,16 @@ class Recovery:
     fault: str
     at_minute: float
     recovery_s: float | None  # None: no result within the next fault period
+
+
+def rss_split(pid: int) -> tuple[float, float]:
+    """Private (``RssAnon``) and shared (``RssShmem``) resident memory of ``pid`` [MiB]."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return (
+        int(fields["RssAnon"].split()[0]) / 1024.0,
+        int(fields["RssShmem"].split()[0]) / 1024.0,
+    )
 
 
 def proc_stats(pid: int) -> tuple[float, int, int, int]:
@@ -149,7 +165,10 @@ def plot(samples: list[Sample], recoveries: list[Recovery], path: Path) -> None:
 
     t = [s.minute for s in samples]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
-    axes[0][0].plot(t, [s.rss_mib for s in samples], marker="o")
+    axes[0][0].plot(t, [s.rss_mib for s in samples], marker="o", label="RSS")
+    axes[0][0].plot(t, [s.rss_anon_mib for s in samples], marker=".", label="private (RssAnon)")
+    axes[0][0].plot(t, [s.rss_shmem_mib for s in samples], marker=".", label="shared (RssShmem)")
+    axes[0][0].legend(fontsize=7)
     axes[0][0].set_ylabel("node RSS [MiB]")
     axes[0][1].plot(t, [s.threads for s in samples], marker="o", label="threads")
     axes[0][1].plot(t, [s.fds for s in samples], marker="s", label="open fds")
@@ -248,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                         pending = None
                 if now >= next_sample:
                     rss, threads, fds, sockets = proc_stats(node.proc.pid)
+                    anon, shmem = rss_split(node.proc.pid)
                     level, values = _diag(diags, node.name)
                     drops = {
                         k[len("drops_") :]: int(v)
@@ -275,10 +295,13 @@ def main(argv: list[str] | None = None) -> int:
                         _float(values.get("latency_p50_s")),
                         _float(values.get("latency_p95_s")),
                         level,
+                        round(anon, 1),
+                        round(shmem, 1),
                     )
                     samples.append(s)
                     print(
-                        f"  minute {s.minute}: rss {s.rss_mib} MiB, threads {threads}, fds {fds},"
+                        f"  minute {s.minute}: rss {s.rss_mib} MiB (private {s.rss_anon_mib},"
+                        f" shared {s.rss_shmem_mib}), threads {threads}, fds {fds},"
                         f" sockets {sockets}, results {s.results}, failures {failures}",
                         file=sys.stderr,
                         flush=True,
@@ -311,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             [
                 "minute",
                 "rss_mib",
+                "rss_anon_mib",
+                "rss_shmem_mib",
                 "threads",
                 "fds",
                 "sockets",
@@ -327,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     s.minute,
                     s.rss_mib,
+                    s.rss_anon_mib,
+                    s.rss_shmem_mib,
                     s.threads,
                     s.fds,
                     s.sockets,
@@ -353,14 +380,15 @@ def report(
         f" {os.getloadavg()[0]:.2f}; node alive at the end: {alive}\n"
     )
     print(
-        "| minute | RSS MiB | threads | fds | sockets | results | failures | p50 ms | p95 ms |"
-        " level | drops |"
+        "| minute | RSS MiB | private MiB | shared MiB | threads | fds | sockets | results |"
+        " failures | p50 ms | p95 ms | level | drops |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in samples:
         drops = ", ".join(f"{k} {v}" for k, v in sorted(s.drops.items()) if v)
         print(
-            f"| {s.minute:g} | {s.rss_mib:.1f} | {s.threads} | {s.fds} | {s.sockets} |"
+            f"| {s.minute:g} | {s.rss_mib:.1f} | {s.rss_anon_mib:.1f} | {s.rss_shmem_mib:.1f} |"
+            f" {s.threads} | {s.fds} | {s.sockets} |"
             f" {s.results} | {s.failures} | {s.latency_p50_s * 1000:.0f} |"
             f" {s.latency_p95_s * 1000:.0f} | {s.level} | {drops} |"
         )
@@ -372,9 +400,11 @@ def report(
     xs = [s.minute for s in warm]
     done = [r.recovery_s for r in recoveries if r.recovery_s is not None]
     rss_slope = slope_per_min(xs, [s.rss_mib for s in warm])
+    anon_slope = slope_per_min(xs, [s.rss_anon_mib for s in warm])
     fds_slope = slope_per_min(xs, [float(s.fds) for s in warm])
     print(
-        f"\nafter warm-up (minute >= 3): RSS slope {rss_slope:+.2f} MiB/min,"
+        f"\nafter warm-up (minute >= 3): RSS slope {rss_slope:+.2f} MiB/min"
+        f" (private {anon_slope:+.2f} MiB/min),"
         f" fds slope {fds_slope:+.2f}/min,"
         f" threads {min((s.threads for s in warm), default=0)}-"
         f"{max((s.threads for s in warm), default=0)}; recoveries: {len(done)} of"
