@@ -327,18 +327,14 @@ class PerceptionNode(LifecycleNode):
         session = self._session
         if session is None:
             return  # answers of a released session are not wanted
-        completed = session.loop.take_completed()
-        for done in completed:
-            self._send(done.next)
-        # The filter opens before the results go out: a source that sends its next frame when it
-        # sees a result (a trigger camera, a lockstep replay) must not meet the closed filter.
-        self._update_filter()
-        for done in completed:
+        for done in session.loop.take_completed():
             outputs = self._outputs if done.publish and self._state == "active" else None
             if outputs is not None and outputs.publish_outcome(
                 done.sent.payload, done.answer, always_debug=session.config.publish_debug_image
             ):
                 self._diag.result()
+            self._send(done.next)
+        self._update_filter()
 
     # -- services ----------------------------------------------------------------------------
 
