@@ -1,19 +1,12 @@
 import threading
 
 import pytest
+from manual_clock import Clock
 from step_perception.core.errors import ConfigError
 from step_perception.core.frames import Decision, FrameGate
 
 MS = 1_000_000
 S = 1_000_000_000
-
-
-class Clock:
-    def __init__(self, now_ns=0):
-        self.now = now_ns
-
-    def __call__(self):
-        return self.now
 
 
 def make(rate_hz=1.0, max_inflight=1, max_frame_age_s=2.0, now=0):

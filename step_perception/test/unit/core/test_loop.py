@@ -3,20 +3,13 @@
 import threading
 from concurrent.futures import Future
 
+from manual_clock import Clock
 from step_perception.core.frames import Decision, FilterBounds, FrameGate
 from step_perception.core.loop import FrameLoop
 from step_perception.core.sync import ClockJump, DepthSync
 
 MS = 1_000_000
 S = 1_000_000_000
-
-
-class Clock:
-    def __init__(self, now):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 def make(*, use_depth, rate_hz=10.0, max_inflight=1, on_complete=lambda: None):

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from manual_clock import Clock
 from step_perception.core.config import PerceptionConfig
 from step_perception.core.errors import ConfigError
 from step_perception.core.frames import Decision, GateCounters
@@ -44,14 +45,6 @@ class CannedBackend:
 
     def close(self):
         self.closed = True
-
-
-class Clock:
-    def __init__(self, now):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 def image():

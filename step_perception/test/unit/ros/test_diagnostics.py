@@ -2,19 +2,12 @@
 
 import math
 
+from manual_clock import Clock
 from step_perception.core.frames import GateCounters
 from step_perception.core.pipeline import PerceiverStats
 from step_perception.core.session import SessionStatus
 from step_perception.core.types import BackendHealth
 from step_perception.ros.diagnostics import Diagnostics
-
-
-class Clock:
-    def __init__(self, now):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 def test_a_snapshot_joins_the_node_counters_and_the_session_status():
