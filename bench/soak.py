@@ -49,6 +49,7 @@ os.environ.setdefault(
 )
 
 from fault_server import Behaviour, FaultServer  # noqa: E402
+from step_perception.ros.diagnostics import FAILURE_KEYS  # noqa: E402
 
 REQUEST_TIMEOUT_S = 1.0
 ANSWER = Behaviour(content='{"objects": [{"label": "red cube", "box": [100, 100, 300, 300]}]}')
@@ -274,15 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                         for k, v in values.items()
                         if k.startswith("drops_")
                     }
-                    failures = sum(
-                        int(values.get(k, "0"))
-                        for k in (
-                            "image_errors",
-                            "backend_errors",
-                            "parse_failures",
-                            "internal_errors",
-                        )
-                    )
+                    failures = sum(int(values.get(k, "0")) for k in FAILURE_KEYS)
                     s = Sample(
                         round((now - t0) / 60.0, 2),
                         round(rss, 1),

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.markup import escape
 from rosbags.interfaces import Connection
 from rosbags.rosbag2 import ReaderError
+from step_perception.ros.diagnostics import FAILURE_KEYS
 
 from step_perception_tools.bags import BagError, header_stamp_ns, open_reader
 from step_perception_tools.progress import progress_bar
@@ -38,8 +39,6 @@ from step_perception_tools.topics import matching_qos, message_class
 __all__ = ["ReplayOptions", "ReplayStats", "replay"]
 
 _NS = 1_000_000_000
-# The node's /diagnostics counters of frames it finished without a result (PerceiverStats.failures).
-_FAILURE_KEYS = ("image_errors", "backend_errors", "parse_failures", "internal_errors")
 
 
 @dataclass(frozen=True)
@@ -132,7 +131,7 @@ class _Lockstep:
                 if status.name.startswith(prefix):
                     values = {kv.key: kv.value for kv in status.values}
                     with contextlib.suppress(ValueError):
-                        self._failures = sum(int(values.get(k, "0")) for k in _FAILURE_KEYS)
+                        self._failures = sum(int(values.get(k, "0")) for k in FAILURE_KEYS)
 
         node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
         # The count before the first frame; the node publishes /diagnostics at 1 Hz.

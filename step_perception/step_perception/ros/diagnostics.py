@@ -24,7 +24,11 @@ from step_perception.core.pipeline import PerceiverStats
 from step_perception.core.session import SessionStatus
 from step_perception.core.types import BackendHealth
 
-__all__ = ["Diagnostics", "DiagnosticsSnapshot", "RateMeter"]
+__all__ = ["FAILURE_KEYS", "Diagnostics", "DiagnosticsSnapshot", "RateMeter"]
+
+# The status keys that count frames finished without a result (``PerceiverStats.failures``): what
+# tools watching the node (``replay --lockstep-node``, the soak) add up.
+FAILURE_KEYS = ("image_errors", "backend_errors", "parse_failures", "internal_errors")
 
 
 class RateMeter:
