@@ -5,7 +5,9 @@ A planner watching ``/diagnostics`` acts on the level:
 * ``ERROR`` while the backend is unhealthy (breaker open, endpoint down), or when frames keep
   arriving but no result has been published for ``stall_after_s(rate_hz, request_timeout_s)``
   = ``max(3 / rate_hz, 2 x request_timeout_s)``: three missed periods, and never before two
-  request timeouts could have passed.
+  request timeouts could have passed. A request in flight, or one that ended without a
+  result, counts as frames arriving: behind a DDS content filter no other frame reaches the
+  node while every slot is busy, and that silence is the node's, not the camera's.
 * ``WARN`` for isolated failures (some frames failed since the last report, results still
   coming), and for states that are not failures but mean no output (no images, inactive).
 * ``OK`` otherwise.
@@ -58,6 +60,17 @@ class ResultWatch:
         owed = now_s if restarted or self.owed_since_s is None else self.owed_since_s
         return replace(self, last_frame_s=now_s, owed_since_s=owed)
 
+    def unanswered(self, now_s: float) -> ResultWatch:
+        """Return the watch after a request ended at ``now_s`` without a result.
+
+        Its frame was owed a result and still is: the stream goes on (``last_frame_s`` moves)
+        but is never restarted, however long the request took. Without this, a content-filtered
+        stream whose every request times out would look like a camera that keeps restarting,
+        and never reach ERROR.
+        """
+        owed = now_s if self.owed_since_s is None else self.owed_since_s
+        return replace(self, last_frame_s=now_s, owed_since_s=owed)
+
     def result(self, now_s: float) -> ResultWatch:
         """Return the watch after a result was published at ``now_s``."""
         return replace(self, last_result_s=now_s, owed_since_s=now_s)
@@ -83,19 +96,23 @@ def assess(
     running: bool,
     new_failures: int,
     backend_unhealthy: str | None = None,
+    in_flight: bool = False,
 ) -> HealthVerdict:
     """Return the level of one report, with its reasons.
 
     ``running``: lifecycle active and enabled (otherwise no result is owed);
     ``new_failures``: frames that produced no result since the previous report;
     ``backend_unhealthy``: why the backend says it is unhealthy, None when it is healthy (or
-    does not report health).
+    does not report health); ``in_flight``: a request is waiting for the backend now (its frame
+    arrived and is owed a result, whatever arrives meanwhile).
     """
     level, problems = Level.OK, []
     if backend_unhealthy is not None:
         level = Level.ERROR
         problems.append(f"backend unhealthy ({backend_unhealthy})")
-    arriving = watch.last_frame_s is not None and now_s - watch.last_frame_s <= stall_s
+    arriving = in_flight or (
+        watch.last_frame_s is not None and now_s - watch.last_frame_s <= stall_s
+    )
     if running and arriving and watch.owed_since_s is not None:
         waited = now_s - watch.owed_since_s
         if waited >= stall_s:

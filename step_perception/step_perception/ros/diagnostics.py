@@ -118,6 +118,12 @@ class Diagnostics:
         with self._lock:
             self._watch = self._watch.frame(now, self._stall_s)
 
+    def unanswered(self) -> None:
+        """Note a request that ended without a published result: its frame is still owed one."""
+        now = self._clock()
+        with self._lock:
+            self._watch = self._watch.unanswered(now)
+
     def result(self) -> None:
         """Count a published result."""
         self.processed.tick()
@@ -188,6 +194,7 @@ class Diagnostics:
             running=snap.lifecycle_state == "active" and snap.enabled,
             new_failures=new_failures,
             backend_unhealthy=unhealthy,
+            in_flight=st.inflight > 0,
         )
         level, problems = verdict.level, [*snap.messages, *verdict.problems]
         if snap.lifecycle_state == "active" and snap.enabled and snap.input_rate_hz == 0.0:

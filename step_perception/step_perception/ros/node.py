@@ -190,6 +190,7 @@ class PerceptionNode(LifecycleNode):
         self._diag.restart()
         ret = super().on_activate(state)
         self._wake.trigger()
+        self.get_logger().info(f"active: input path {self._inputs.input_path}")
         return ret
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -333,6 +334,8 @@ class PerceptionNode(LifecycleNode):
                 done.sent.payload, done.answer, always_debug=session.config.publish_debug_image
             ):
                 self._diag.result()
+            else:
+                self._diag.unanswered()
             self._send(done.next)
         self._update_filter()
 

@@ -100,3 +100,42 @@ def test_unhealthy_backend_is_an_error_at_once_and_clears_with_it() -> None:
     verdict = assess(w, 1.0, STALL, running=True, new_failures=0, backend_unhealthy="open: 500")
     assert verdict == HealthVerdict(Level.ERROR, ("backend unhealthy (open: 500)",))
     assert _level(w, 1.0) is Level.OK
+
+
+def test_a_filtered_stream_whose_requests_time_out_reaches_error() -> None:
+    """Behind a content filter the only frames are those the node admits, one per request.
+
+    Every request times out after 2.5 s (longer than the 2 s bound): the node sees one frame,
+    silence while it is in flight, the end without a result, the next frame. The silence is
+    the node's own; the stream must neither restart nor look stopped.
+    """
+    w = _stream(0.0, 2.0, results_every=0.5)  # last result at 2.0
+    t = 2.0
+    for _ in range(3):
+        w = w.frame(t + 0.1, STALL)  # the filter lets one frame through; a request is sent
+        in_flight = t + 0.1 + STALL + 0.2  # still waiting for the backend, no frame for 2.2 s
+        assert _level_in_flight(w, in_flight) is Level.ERROR
+        assert _level(w, in_flight) is Level.OK  # what the node said before: no frames, no debt
+        t += 2.6
+        w = w.unanswered(t)  # timed out: the filter opens again
+        assert _level(w, t) is Level.ERROR
+    w = w.result(t + 0.2)
+    assert _level(w, t + 0.3) is Level.OK
+
+
+def test_an_unanswered_request_starts_the_debt_of_a_fresh_stream() -> None:
+    w = ResultWatch().unanswered(1.0)
+    assert w.owed_since_s == 1.0 and w.last_frame_s == 1.0
+    assert _level(w, 1.0 + STALL - 0.1) is Level.OK
+    assert _level_in_flight(w, 1.0 + STALL) is Level.ERROR
+
+
+def test_a_camera_that_stopped_owes_nothing_once_no_request_is_in_flight() -> None:
+    w = _stream(0.0, 5.0, results_every=0.5).frame(5.1, STALL)  # the last frame is sent
+    assert _level_in_flight(w, 5.1 + STALL + 1.0) is Level.ERROR  # still not answered
+    w = w.result(5.1 + STALL + 1.2)
+    assert _level(w, 5.1 + STALL + 10.0) is Level.OK
+
+
+def _level_in_flight(watch: ResultWatch, now: float) -> Level:
+    return assess(watch, now, STALL, running=True, new_failures=0, in_flight=True).level

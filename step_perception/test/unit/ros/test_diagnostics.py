@@ -43,3 +43,28 @@ def test_unconfigured_the_report_has_no_backend_and_never_stalls():
     assert snap.health is None and snap.node_drops == {"out_of_order": 0}
     level = diag.status(snap).level
     assert level == bytes([1])  # WARN: lifecycle state unconfigured
+
+
+def test_an_unanswered_request_keeps_the_debt_and_one_in_flight_counts_as_frames():
+    """The content-filter path: frames stop while a request waits; the level still says ERROR."""
+    clock = Clock(0.0)
+    diag = Diagnostics("n: perception", "cam", window_s=5.0, clock=clock)
+
+    def level(inflight: int) -> bytes:
+        status = SessionStatus(
+            rate_limit_hz=5.0, stats=PerceiverStats(inflight=inflight), stall_after_s=3.0
+        )
+        snap = diag.snapshot(status, lifecycle_state="active", enabled=True, input_path="x")
+        return bytes(diag.status(snap).level)
+
+    assert level(0) == bytes([1])  # no images yet: WARN, stall bound now known
+    diag.frame()  # t = 0: the one frame the filter let through, sent
+    clock.now = 3.5  # silence: the filter is closed while the request waits
+    assert level(1) == bytes([2])
+    clock.now = 5.0
+    diag.unanswered()  # timed out, no result
+    clock.now = 5.1
+    diag.frame()  # the filter let the next frame through: not a fresh stream
+    assert level(1) == bytes([2])
+    diag.result()
+    assert level(0) == bytes([0])
