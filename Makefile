@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTEST_ARGS ?= -m "not not_in_ci"
 
-.PHONY: help build smg vllm vllm-serve vllm-smoke test test-kilted lint demo bench fuzz clean
+.PHONY: help setup build build-kilted smg vllm vllm-serve vllm-smoke test test-kilted lint demo bench fuzz clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -25,12 +25,25 @@ vllm-smoke: build vllm  ## the real node over DDS against vLLM (tiny Step-3.7), 
 	@. ./env.sh && export ROS_DOMAIN_ID="$${ROS_DOMAIN_ID:-$$(( ($$$$ % 90) + 10 ))}" \
 	  && python serving/vllm_smoke.py
 
-test: build smg vllm  ## set up, then run lint, type checks and the whole test suite
+# The set-ups are independent (each has its own venv and build folders) and mostly wait on pip and
+# the disk: side by side they take the time of the longest, not the sum.
+SETUP_JOBS := build smg vllm
+
+setup:  ## every set-up side by side: Jazzy build, smg, vllm and the Kilted build (what CI runs first)
+	@ROS_DISTRO=jazzy $(MAKE) --no-print-directory -j4 --output-sync=line $(SETUP_JOBS) build-kilted
+
+build-kilted:  ## ROS_DISTRO=kilted make build
+	@ROS_DISTRO=kilted scripts/setup.sh
+
+test:  ## set up, then run lint, type checks and the whole test suite
+	@$(MAKE) --no-print-directory -j3 --output-sync=line $(SETUP_JOBS)
 	@$(MAKE) --no-print-directory lint
 	@scripts/test.sh $(PYTEST_ARGS)
 
-# The same workspace on ROS 2 Kilted (its own venv and install-kilted/): unit tests, the node's
-# integration tests and the content-filter tests. CI runs it after `make test`.
+# The same workspace on ROS 2 Kilted (its own venv and install-kilted/): the unit tests that touch
+# rclpy or ROS messages, the node's integration tests and the content-filter tests. CI runs it after
+# `make test`. The rest of unit/ (core, backends) imports no ROS (test_layers.py proves it) and is
+# the same Python on both: it runs once, on Jazzy.
 # The node's own integration tests, those whose behaviour depends on the middleware (input paths,
 # content filter, QoS, messages over DDS); the tool, gateway and README-CLI tests are distro-neutral
 # Python and run on Jazzy only, to keep CI under 20 minutes.
@@ -40,10 +53,10 @@ test: build smg vllm  ## set up, then run lint, type checks and the whole test s
 # (docs/reliability.md). Open: issue 14. Its get_state stall is fixed (ros_harness.Ros.call).
 KILTED_INTEGRATION := $(addprefix step_perception/test/integration/,test_content_filter.py \
   test_node_outputs.py test_interfaces_dds.py test_diagnostics_levels.py test_vision_msgs_dds.py)
-KILTED_TESTS ?= step_perception/test/unit $(KILTED_INTEGRATION)
+KILTED_UNIT := step_perception/test/unit/ros step_perception/test/unit/core/test_imaging.py
+KILTED_TESTS ?= $(KILTED_UNIT) $(KILTED_INTEGRATION)
 
-test-kilted:  ## build on ROS 2 Kilted beside Jazzy, then run the unit and node integration tests there
-	@ROS_DISTRO=kilted scripts/setup.sh
+test-kilted: build-kilted  ## build on ROS 2 Kilted beside Jazzy, then run the ROS-touching unit and node integration tests there
 	@ROS_DISTRO=kilted scripts/test.sh $(KILTED_TESTS) $(PYTEST_ARGS)
 
 # What a Humble user imports must run on Python 3.10: vermin fails on any 3.11+ construct, and

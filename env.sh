@@ -40,11 +40,11 @@ else
   # Fast DDS profile for every process, camera drivers too (config/fastdds.xml says why, measured):
   # a 64 MiB shared-memory segment so large best-effort frames are not lost between local processes,
   # SHM + UDPv4 (no TCP), and a 100 ms writer heartbeat. It replaces FASTDDS_BUILTIN_TRANSPORTS.
-  # Fast DDS 3 (Kilted) renamed both the variable and the XML elements: its own file
-  # (config/fastdds3.xml, the heartbeat only), with LARGE_DATA for large frames as measured there.
+  # Fast DDS 3 (Kilted) renamed both the variable and an XML element: its own file with the same
+  # settings (config/fastdds3.xml). No FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA: it put endpoint
+  # discovery on TCP, and Kilted then lost endpoint matches (docs/reliability.md).
   if [ "$_sp_distro" = kilted ]; then
     export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$_sp_root/step_perception/config/fastdds3.xml}"
-    export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}"
     # Fast DDS 3 still reads the 2.x variable (deprecated) and would load fastdds.xml, which it
     # cannot parse: drop ours if a Jazzy env.sh ran in this shell before.
     case ${FASTRTPS_DEFAULT_PROFILES_FILE:-} in */step_perception/config/fastdds.xml) unset FASTRTPS_DEFAULT_PROFILES_FILE ;; esac

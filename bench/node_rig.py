@@ -29,7 +29,6 @@ sys.path.insert(0, str(TEST_DIR))  # the integration tests' harness and model se
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
 
 
 def frame(width: int, height: int) -> Any:

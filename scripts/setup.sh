@@ -62,4 +62,4 @@ colcon --log-base "log$SUFFIX" build --symlink-install \
   --build-base "build$SUFFIX" --install-base "install$SUFFIX" \
   --event-handlers console_direct- summary+ \
   --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF
-echo "setup: done. Now: ${ROS_DISTRO:+ROS_DISTRO=$DISTRO }. ./env.sh"
+echo "setup: done. Now: . ./env.sh${ROS_DISTRO:+ $DISTRO}"

@@ -158,9 +158,8 @@ def make_scenes(out: Path, frames: int, env: dict[str, str]) -> Path:
 def smoke_env() -> dict[str, str]:
     """Return the environment the node, recorder and replayer run in."""
     # PYTHONFAULTHANDLER: a step stopped with SIGABRT for running past its bound dumps its stacks.
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", PYTHONFAULTHANDLER="1")
-    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
-    return env
+    # The transports are the shipped profile's, which env.sh loads (config/fastdds*.xml).
+    return dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", PYTHONFAULTHANDLER="1")
 
 
 def run_task(

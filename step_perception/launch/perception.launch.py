@@ -9,13 +9,15 @@ Each camera gets its own node in ``<namespace>/<camera>`` reading that namespace
 node is a lifecycle node with ``autostart`` on, so it needs no lifecycle manager.
 
 Large images over Fast DDS need the shipped profile ``config/fastdds.xml`` (a 64 MiB
-shared-memory segment, 100 ms writer heartbeat): this file loads it for the nodes it
-starts through ``FASTRTPS_DEFAULT_PROFILES_FILE``. Load it for your camera driver as
-well, or most best-effort frames of 640x480 and up are lost (docs/reliability.md).
+shared-memory segment, SHM + UDPv4, 100 ms writer heartbeat): this file loads it for the
+nodes it starts through ``FASTRTPS_DEFAULT_PROFILES_FILE`` (on Kilted, Fast DDS 3:
+``config/fastdds3.xml`` through ``FASTDDS_DEFAULT_PROFILES_FILE``). Load it for your camera
+driver as well, or most best-effort frames of 640x480 and up are lost (docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -31,7 +33,12 @@ NODE_NAME = "step_perception"
 #: The default parameter file, relative to the package share (and source) folder.
 PARAMS_FILE = ("config", "params.yaml")
 #: Fast DDS XML profile (SHM segment, transports, heartbeat), relative to the package share.
-FASTDDS_PROFILES = ("config", "fastdds.xml")
+#: (variable, file) of the shipped Fast DDS profile: Fast DDS 3 (Kilted) reads another variable
+#: and rejects one element name of the 2.x file, so it has its own copy of the same settings.
+FASTDDS_PROFILES = {
+    "kilted": ("FASTDDS_DEFAULT_PROFILES_FILE", "fastdds3.xml"),
+}
+FASTDDS_PROFILE_2X = ("FASTRTPS_DEFAULT_PROFILES_FILE", "fastdds.xml")
 
 #: Launch arguments that override a node parameter when not empty: argument -> parameter.
 PARAMETER_ARGUMENTS = {
@@ -164,6 +171,9 @@ def _nodes(context: LaunchContext) -> list[Node]:
 
 
 def generate_launch_description() -> LaunchDescription:
+    profile_variable, profile_file = FASTDDS_PROFILES.get(
+        os.environ.get("ROS_DISTRO", ""), FASTDDS_PROFILE_2X
+    )
     return LaunchDescription(
         [
             *(
@@ -173,8 +183,8 @@ def generate_launch_description() -> LaunchDescription:
             # Large frames over shared memory and a 100 ms writer heartbeat (config/fastdds.xml
             # says why); its transports win over a FASTDDS_BUILTIN_TRANSPORTS in the environment.
             SetEnvironmentVariable(
-                "FASTRTPS_DEFAULT_PROFILES_FILE",
-                PathJoinSubstitution([FindPackageShare(PACKAGE), *FASTDDS_PROFILES]),
+                profile_variable,
+                PathJoinSubstitution([FindPackageShare(PACKAGE), "config", profile_file]),
             ),
             OpaqueFunction(function=_nodes),
         ]

@@ -53,6 +53,7 @@ def child_env() -> dict[str, str]:
     """Environment of the node process: same domain, the shipped DDS profile, our sources first."""
     env = dict(os.environ)
     env["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
+    env.pop("FASTDDS_BUILTIN_TRANSPORTS", None)  # the profile chooses the transports
     env.update(dds_env())
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONFAULTHANDLER"] = "1"
@@ -67,18 +68,15 @@ def dds_env() -> dict[str, str]:
     """The middleware settings of every process of a test: Fast DDS with the shipped profile.
 
     The profile (config/fastdds.xml) is what env.sh and the launch file load; the tests use it
-    even when env.sh was not sourced. ``FASTDDS_BUILTIN_TRANSPORTS`` is dropped: the profile
-    chooses the transports (a leftover ``LARGE_DATA`` would be ignored by it anyway).
+    even when env.sh was not sourced (config/fastdds3.xml on Kilted). ``child_env`` drops
+    ``FASTDDS_BUILTIN_TRANSPORTS``: the profile chooses the transports.
     """
     env = {"RMW_IMPLEMENTATION": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")}
     if os.environ.get("ROS_DISTRO") == "kilted":
         # Fast DDS 3 reads FASTDDS_DEFAULT_PROFILES_FILE and rejects fastdds.xml's 2.x element
-        # names: its own file, plus LARGE_DATA for large frames (as env.sh sets on Kilted).
+        # names: its own file, with the same transports and heartbeat (as env.sh sets on Kilted).
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = os.environ.get(
             "FASTDDS_DEFAULT_PROFILES_FILE", str(PACKAGE_DIR / "config" / "fastdds3.xml")
-        )
-        env["FASTDDS_BUILTIN_TRANSPORTS"] = os.environ.get(
-            "FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"
         )
         return env
     env["FASTRTPS_DEFAULT_PROFILES_FILE"] = os.environ.get(

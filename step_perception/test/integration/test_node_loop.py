@@ -132,9 +132,12 @@ def test_the_newest_frame_is_the_one_sent(tester: Any, launch: Any, model_server
     assert len(timed) >= 4, len(timed)
     for (t_prev, _), (_, arr) in itertools.pairwise(timed):
         # The frame sent after a result was published after that result was computed: the
-        # camera's newest at the time, not the oldest one waiting (which would be ~0.4 s older).
+        # camera's newest at the time, not the oldest one waiting (which would be >= 0.37 s
+        # older: 0.4 s of model time less one frame period). t_prev is when the test received
+        # the result, up to ~0.2 s after the node published it on a loaded 2-core machine
+        # (0.156 s seen in a full run of 2026-12-02), hence 0.25 s.
         sent_at = next(t for t, s, _ in camera.sent if s == stamp_of(arr))
-        assert sent_at >= t_prev - 0.15, (sent_at, t_prev)
+        assert sent_at >= t_prev - 0.25, (sent_at, t_prev)
     assert min(_gaps_s([a for _, a in timed])) >= 0.3
 
 

@@ -260,16 +260,21 @@ _RUNNING_RE = re.compile(r"Running: (\d+) reqs")
 def test_concurrent_requests_are_batched(vllm_server: VllmServer, in_flight: int) -> None:
     # The engine logs its scheduler's state every 0.5 s (VLLM_LOG_STATS_INTERVAL, set by the
     # fixture): "Running: N reqs" is how many requests shared its engine steps. Each request decodes
-    # 600 sampled tokens (no budget and ignore_eos: it stays in <think>), about 2 s here, so they
-    # overlap although the server needs up to ~0.8 s to take in a request with its image.
+    # `tokens` sampled tokens (no budget and ignore_eos: it stays in <think>), so that the first is
+    # still decoding when the last arrives. The server takes concurrent requests in about 1.4 s
+    # apart here (its API process shares one core with the engine's busy-polling scheduler; the
+    # other core runs the model): with 600 tokens each (~1.3 s alone), 4 requests ran one by one,
+    # "Running: 1" throughout, in 2 runs of 2026-12-02 (image or text prompts alike).
     # (vllm:num_requests_running in /metrics stayed 0 on this CPU build, so the log it is.)
+    # ~3 s / ~7 s alone at ~480 tokens/s; 3200 + the prompt (~250) is within max_model_len 4096.
+    tokens = {2: 1500, 4: 3200}[in_flight]
     log_start = vllm_server.log_path.stat().st_size
     frame = scene_jpeg(640, 480, seed=5)
     bodies = [
         chat_body(
             f"Task: detect\nRequest: object {i}",
             frame,
-            max_tokens=600,
+            max_tokens=tokens,
             ignore_eos=True,
             temperature=1.0,
             seed=i,
@@ -278,7 +283,7 @@ def test_concurrent_requests_are_batched(vllm_server: VllmServer, in_flight: int
     ]
     with ThreadPoolExecutor(in_flight) as pool:
         replies = list(pool.map(lambda b: _ok(vllm_server, b), bodies))
-    assert all(r["usage"]["completion_tokens"] == 600 for r in replies)
+    assert all(r["usage"]["completion_tokens"] == tokens for r in replies)
     with open(vllm_server.log_path, "rb") as log:
         log.seek(log_start)
         running = [int(n) for n in _RUNNING_RE.findall(log.read().decode(errors="replace"))]
