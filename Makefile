@@ -40,10 +40,8 @@ test:  ## set up, then run lint, type checks and the whole test suite
 	@$(MAKE) --no-print-directory lint
 	@scripts/test.sh $(PYTEST_ARGS)
 
-# The same workspace on ROS 2 Kilted (its own venv and install-kilted/): the unit tests that touch
-# rclpy or ROS messages, the node's integration tests and the content-filter tests. CI runs it after
-# `make test`. The rest of unit/ (core, backends) imports no ROS (test_layers.py proves it) and is
-# the same Python on both: it runs once, on Jazzy.
+# The same workspace on ROS 2 Kilted (its own venv and install-kilted/): the unit tests, the node's
+# integration tests and the content-filter tests. CI runs it after `make test`.
 # The node's own integration tests, those whose behaviour depends on the middleware (input paths,
 # content filter, QoS, messages over DDS); the tool, gateway and README-CLI tests are distro-neutral
 # Python and run on Jazzy only, to keep CI under 20 minutes.
@@ -53,10 +51,9 @@ test:  ## set up, then run lint, type checks and the whole test suite
 # (docs/reliability.md). Open: issue 14. Its get_state stall is fixed (ros_harness.Ros.call).
 KILTED_INTEGRATION := $(addprefix step_perception/test/integration/,test_content_filter.py \
   test_node_outputs.py test_interfaces_dds.py test_diagnostics_levels.py test_vision_msgs_dds.py)
-KILTED_UNIT := step_perception/test/unit/ros step_perception/test/unit/core/test_imaging.py
-KILTED_TESTS ?= $(KILTED_UNIT) $(KILTED_INTEGRATION)
+KILTED_TESTS ?= step_perception/test/unit $(KILTED_INTEGRATION)
 
-test-kilted: build-kilted  ## build on ROS 2 Kilted beside Jazzy, then run the ROS-touching unit and node integration tests there
+test-kilted: build-kilted  ## build on ROS 2 Kilted beside Jazzy, then run the unit and node integration tests there
 	@ROS_DISTRO=kilted scripts/test.sh $(KILTED_TESTS) $(PYTEST_ARGS)
 
 # What a Humble user imports must run on Python 3.10: vermin fails on any 3.11+ construct, and
