@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# bench/ is sys.path[0]: the script is run as `python bench/bench_discovery.py`.
 from bench_transport import PROFILES, profile_env
 
 TOPICS = [f"/disc/t{i}" for i in range(6)]

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "step_perception"))
 sys.path.insert(0, str(ROOT / "step_perception" / "test" / "integration"))
 
 from gateway_support import Gateway, Worker, free_port  # noqa: E402

@@ -40,12 +40,13 @@ TEST = ROOT / "step_perception" / "test"
 sys.path[:0] = [
     str(TEST / "integration"),
     str(TEST / "unit" / "backends"),
-    str(ROOT / "step_perception"),
 ]
 
+from step_perception.ros.dds_profile import profile_env  # noqa: E402
+
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-os.environ.setdefault(
-    "FASTRTPS_DEFAULT_PROFILES_FILE", str(ROOT / "step_perception" / "config" / "fastdds.xml")
+os.environ.update(
+    profile_env(os.environ.get("ROS_DISTRO", ""), ROOT / "step_perception" / "config", os.environ)
 )
 
 from fault_server import Behaviour, FaultServer  # noqa: E402

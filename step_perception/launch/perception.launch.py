@@ -26,19 +26,13 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironment
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
+from step_perception.ros.dds_profile import fastdds_profile
 
 PACKAGE = "step_perception"
 EXECUTABLE = "perception_node"
 NODE_NAME = "step_perception"
 #: The default parameter file, relative to the package share (and source) folder.
 PARAMS_FILE = ("config", "params.yaml")
-#: Fast DDS XML profile (SHM segment, transports, heartbeat), relative to the package share.
-#: (variable, file) of the shipped Fast DDS profile: Fast DDS 3 (Kilted) reads another variable
-#: and rejects one element name of the 2.x file, so it has its own copy of the same settings.
-FASTDDS_PROFILES = {
-    "kilted": ("FASTDDS_DEFAULT_PROFILES_FILE", "fastdds3.xml"),
-}
-FASTDDS_PROFILE_2X = ("FASTRTPS_DEFAULT_PROFILES_FILE", "fastdds.xml")
 
 #: Launch arguments that override a node parameter when not empty: argument -> parameter.
 PARAMETER_ARGUMENTS = {
@@ -171,9 +165,8 @@ def _nodes(context: LaunchContext) -> list[Node]:
 
 
 def generate_launch_description() -> LaunchDescription:
-    profile_variable, profile_file = FASTDDS_PROFILES.get(
-        os.environ.get("ROS_DISTRO", ""), FASTDDS_PROFILE_2X
-    )
+    # The Fast DDS XML profile (SHM segment, transports, heartbeat) of this distro's Fast DDS.
+    profile = fastdds_profile(os.environ.get("ROS_DISTRO", ""))
     return LaunchDescription(
         [
             *(
@@ -183,8 +176,8 @@ def generate_launch_description() -> LaunchDescription:
             # Large frames over shared memory and a 100 ms writer heartbeat (config/fastdds.xml
             # says why); its transports win over a FASTDDS_BUILTIN_TRANSPORTS in the environment.
             SetEnvironmentVariable(
-                profile_variable,
-                PathJoinSubstitution([FindPackageShare(PACKAGE), "config", profile_file]),
+                profile.variable,
+                PathJoinSubstitution([FindPackageShare(PACKAGE), "config", profile.file_name]),
             ),
             OpaqueFunction(function=_nodes),
         ]

@@ -38,6 +38,7 @@ import httpx
 import jsonschema
 import yaml
 from step_perception.core.config import PerceptionConfig
+from step_perception.core.endpoints import normalise_endpoint
 from step_perception.core.errors import ParseError, StepPerceptionError
 from step_perception.core.imaging import prepare_array_for
 from step_perception.core.parsing import parse_answer
@@ -227,7 +228,7 @@ def check_endpoint(
     """Probe ``url`` (an OpenAI base URL) with the node's request for ``config``."""
     from step_perception_tools.scenes import render_scene
 
-    base = url.rstrip("/")
+    base = normalise_endpoint(url)  # the node's own rule: ConfigError if it would refuse it
     report = EndpointReport(url=base)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     client = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=5.0), headers=headers)
@@ -386,9 +387,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StepPerceptionError as err:
         p.error(str(err))
     key = os.environ.get(args.api_key_env, "") if args.api_key_env else ""
-    report = check_endpoint(
-        args.url, config=config, requests=args.requests, timeout_s=args.timeout, api_key=key
-    )
+    try:
+        report = check_endpoint(
+            args.url, config=config, requests=args.requests, timeout_s=args.timeout, api_key=key
+        )
+    except StepPerceptionError as err:  # a URL the node would refuse
+        p.error(str(err))
     print("\n".join(report.lines()))
     return 0 if not report.problems else 1
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from step_perception.core.errors import StepPerceptionError
+from step_perception.ros.dds_profile import profile_env
 
 __all__ = ["DemoError", "DemoOptions", "DemoOutcome", "ProcessSet", "add_arguments", "run_demo"]
 
@@ -247,9 +248,7 @@ def run_demo(opts: DemoOptions) -> DemoOutcome:
             shutil.rmtree(path)
     env = dict(os.environ)
     # The shipped Fast DDS profile (large frames over shared memory, 100 ms heartbeat), as env.sh.
-    env.setdefault(
-        "FASTRTPS_DEFAULT_PROFILES_FILE", str(node_params_file().with_name("fastdds.xml"))
-    )
+    env.update(profile_env(env.get("ROS_DISTRO", ""), node_params_file().parent, env))
     env["HF_HUB_OFFLINE"] = "1"
     env.setdefault("PYTHONUNBUFFERED", "1")
     cli = _tool("step-perception")

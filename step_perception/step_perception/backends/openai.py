@@ -49,9 +49,9 @@ from typing import Any
 import httpx2
 import openai
 
-from step_perception.core.config import ENV_VAR_NAME, REASONING_EFFORTS
+from step_perception.core.config import REASONING_EFFORTS, check_env_var_name
 from step_perception.core.endpoints import (
-    normalise_endpoint,
+    parse_endpoints,
     plaintext_remote_endpoints,
     redact_url,
 )
@@ -127,10 +127,8 @@ class OpenAIBackendConfig:
             raise ConfigError("endpoints must be a tuple of URLs, not one string")
         if not self.endpoints:
             raise ConfigError("at least one endpoint URL is required")
-        urls = tuple(normalise_endpoint(u) for u in self.endpoints)
-        if len(set(urls)) != len(urls):
-            raise ConfigError(f"duplicate endpoints: {[redact_url(u) for u in urls]}")
-        object.__setattr__(self, "endpoints", urls)
+        # The one endpoint rule (core.endpoints): each URL normalised, duplicates dropped.
+        object.__setattr__(self, "endpoints", parse_endpoints(self.endpoints))
         for name in (
             "request_timeout_s",
             "connect_timeout_s",
@@ -168,10 +166,7 @@ class OpenAIBackendConfig:
                 f"reasoning_effort must be one of {REASONING_EFFORTS} or None, "
                 f"got {self.reasoning_effort!r}"
             )
-        if self.api_key_env and not ENV_VAR_NAME.fullmatch(self.api_key_env):
-            raise ConfigError(
-                f"api_key_env must name an environment variable, got {self.api_key_env!r}"
-            )
+        check_env_var_name(self.api_key_env)
 
 
 def _read_api_key(config: OpenAIBackendConfig) -> str:

@@ -33,6 +33,7 @@ __all__ = [
     "ParamSpec",
     "PerceptionConfig",
     "Reliability",
+    "check_env_var_name",
 ]
 
 
@@ -89,6 +90,13 @@ _ACTION_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 #: What an environment variable name (``api_key_env``) must look like.
 ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_env_var_name(name: str, field: str = "api_key_env") -> None:
+    """Raise ``ConfigError`` unless ``name`` is empty (no variable) or an env var name."""
+    if name and not ENV_VAR_NAME.fullmatch(name):
+        raise ConfigError(f"{field}: {name!r} is not an environment variable name")
+
 
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("backend", "str", "Model backend.", choices=tuple(k.value for k in BackendKind)),
@@ -400,8 +408,7 @@ class PerceptionConfig:
         get_profile(self.model_profile)
         if self.target_frame != self.target_frame.strip() or " " in self.target_frame:
             raise ConfigError(f"target_frame: {self.target_frame!r} is not a frame name")
-        if self.api_key_env and not ENV_VAR_NAME.fullmatch(self.api_key_env):
-            raise ConfigError(f"api_key_env: {self.api_key_env!r} is not an env var name")
+        check_env_var_name(self.api_key_env)
         for action in self.allowed_actions:
             if not _ACTION_RE.fullmatch(action):
                 raise ConfigError(

@@ -57,8 +57,7 @@ class ResultWatch:
     def frame(self, now_s: float, stall_s: float) -> ResultWatch:
         """Return the watch after a frame arrived at ``now_s``."""
         restarted = self.last_frame_s is None or now_s - self.last_frame_s > stall_s
-        owed = now_s if restarted or self.owed_since_s is None else self.owed_since_s
-        return replace(self, last_frame_s=now_s, owed_since_s=owed)
+        return self._seen(now_s, restarted=restarted)
 
     def unanswered(self, now_s: float) -> ResultWatch:
         """Return the watch after a request ended at ``now_s`` without a result.
@@ -68,7 +67,11 @@ class ResultWatch:
         stream whose every request times out would look like a camera that keeps restarting,
         and never reach ERROR.
         """
-        owed = now_s if self.owed_since_s is None else self.owed_since_s
+        return self._seen(now_s, restarted=False)
+
+    def _seen(self, now_s: float, *, restarted: bool) -> ResultWatch:
+        """Return the watch with the stream going on at ``now_s`` (restarted: owed from now)."""
+        owed = now_s if restarted or self.owed_since_s is None else self.owed_since_s
         return replace(self, last_frame_s=now_s, owed_since_s=owed)
 
     def result(self, now_s: float) -> ResultWatch:

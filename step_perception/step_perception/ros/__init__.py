@@ -7,6 +7,7 @@
 __all__ = [
     "content_filter",
     "conversions",
+    "dds_profile",
     "diagnostics",
     "inputs",
     "main",

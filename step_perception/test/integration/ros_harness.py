@@ -28,11 +28,11 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+from step_perception.ros.dds_profile import profile_env
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]  # step_perception/ (the ROS package)
 REPO = PACKAGE_DIR.parent
 PARAMS_FILE = PACKAGE_DIR / "config" / "params.yaml"
-FASTDDS_PROFILE = PACKAGE_DIR / "config" / "fastdds.xml"
 DOMAIN_ID = int(os.environ.get("ROS_DOMAIN_ID", "42") or "42")
 
 W, H = 640, 480  # default test frame size
@@ -72,16 +72,7 @@ def dds_env() -> dict[str, str]:
     ``FASTDDS_BUILTIN_TRANSPORTS``: the profile chooses the transports.
     """
     env = {"RMW_IMPLEMENTATION": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")}
-    if os.environ.get("ROS_DISTRO") == "kilted":
-        # Fast DDS 3 reads FASTDDS_DEFAULT_PROFILES_FILE and rejects fastdds.xml's 2.x element
-        # names: its own file, with the same transports and heartbeat (as env.sh sets on Kilted).
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = os.environ.get(
-            "FASTDDS_DEFAULT_PROFILES_FILE", str(PACKAGE_DIR / "config" / "fastdds3.xml")
-        )
-        return env
-    env["FASTRTPS_DEFAULT_PROFILES_FILE"] = os.environ.get(
-        "FASTRTPS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE)
-    )
+    env.update(profile_env(os.environ.get("ROS_DISTRO", ""), PACKAGE_DIR / "config", os.environ))
     return env
 
 

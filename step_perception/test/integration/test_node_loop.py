@@ -93,23 +93,26 @@ def test_throttles_30fps_to_rate_hz(tester: Any, launch: Any, model_server: Any)
     assert dets.wait(1, 15.0), "warm-up frame not answered"
     dets.clear()
     camera.sent.clear()
+    # 8 s, not 4: one 1.6 s host stall in a 4 s window (a CI run of 2026-12-02: gaps 0.27, 0.37,
+    # 0.87, 1.58, 0.35 s) left 6 results where the count bound below wanted 6.0004.
     with running(camera):
-        time.sleep(4.0)
+        time.sleep(8.0)
     sent = camera.sent
     span_s = (sent[-1][1] - sent[0][1]) / NS_PER_S
     got = dets.wait(1, 2.0)
-    assert len(sent) >= 90, len(sent)
+    assert len(sent) >= 180, len(sent)
     report = (len(got), span_s, _gaps_s(got), diag_values(diags, node.name))
     # At most rate * span + 1 results in any span of stamp time (the throttle).
     assert len(got) <= 3 * span_s + 1, report
     _assert_rate_bound(got, 3.0)
     # And not fewer: results come on the 1/3 s grid of stamp time. A request that takes longer
     # than the period lets that slot pass (max_inflight 1), which on a loaded 2-core machine
-    # happened to 4 of 12 slots (a no-rerun CI loop failed on "at least rate * span - 3"). So:
-    # most gaps are one period (a throttle at half the rate would make them two), and at least
-    # half of the slots were answered.
+    # happened to 4 of 12 slots (a no-rerun CI loop failed on "at least rate * span - 3"), and a
+    # host stall loses every slot it covers. So the median gap carries the rate: most gaps are one
+    # period (a throttle at half the rate would make the median two), and at least 40 % of the
+    # slots were answered (a throttle at a third of the rate would answer at most 1/3 + 1).
     gaps = _gaps_s(got)
-    assert len(got) >= 1.5 * span_s, report
+    assert len(got) >= 1.2 * span_s, report
     assert 0.28 <= statistics.median(gaps) <= 0.40, report
     assert wait_for(lambda: int(diag_values(diags, node.name).get("drops_rate", "0")) > 20, 3.0)
     values = diag_values(diags, node.name)

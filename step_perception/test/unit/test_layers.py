@@ -221,3 +221,9 @@ def test_each_layer_names_its_public_modules(package: str) -> None:
     }
     assert names <= on_disk  # every name is a real module
     assert on_disk == names  # and every module is named
+
+
+def test_the_package_names_its_layers() -> None:
+    import step_perception
+
+    assert set(step_perception.__all__) == {"core", "backends", "ros"}

@@ -13,6 +13,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from step_perception.ros.dds_profile import profile_env
 
 _TOOLS_DIR = Path(__file__).resolve().parents[2]  # step_perception_tools/ (the ROS package)
 # The source trees of both Python packages, so the child runs this checkout's code.
@@ -31,8 +32,7 @@ def cli_env() -> dict[str, str]:
     )
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     # The shipped Fast DDS profile, as env.sh loads it (see ros_harness.dds_env).
-    profile = SOURCE_DIRS[1] / "config" / "fastdds.xml"
-    env.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(profile))
+    env.update(profile_env(env.get("ROS_DISTRO", ""), SOURCE_DIRS[1] / "config", env))
     env["PYTHONFAULTHANDLER"] = "1"  # a hung child dumps every thread's stack on SIGABRT
     return env
 

@@ -17,7 +17,7 @@ from step_perception.backends.openai import (
     OpenAIBackendConfig,
 )
 from step_perception.core.backend import Backend
-from step_perception.core.endpoints import redact_url
+from step_perception.core.endpoints import parse_endpoints, redact_url
 from step_perception.core.errors import (
     BackendError,
     BackendTimeoutError,
@@ -517,8 +517,11 @@ def test_config_validation_and_url_handling() -> None:
         OpenAIBackendConfig(endpoints=("http://a:1/v1",), request_timeout_s=0)
     with pytest.raises(ConfigError):
         OpenAIBackendConfig(endpoints=("http://a:1/v1",), reasoning_effort="maximal")
-    with pytest.raises(ConfigError):
-        OpenAIBackendConfig(endpoints=("http://a:1/v1", "http://a:1/v1/"))
+    # One endpoint rule (core.endpoints.parse_endpoints), as for the node's parameter: the same
+    # URL twice is one endpoint, order kept.
+    twice = OpenAIBackendConfig(endpoints=("http://a:1/v1", "http://b:1", "http://a:1/v1/"))
+    assert twice.endpoints == ("http://a:1/v1", "http://b:1/v1")
+    assert twice.endpoints == parse_endpoints("http://a:1/v1, http://b:1, http://a:1/v1/")
     for url in (
         "http://user:sk-secret@host/v1",
         "http://host/v1?api_key=sk-secret",

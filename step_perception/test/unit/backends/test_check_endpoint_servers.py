@@ -93,3 +93,18 @@ def test_a_well_behaved_server_passes(capsys: pytest.CaptureFixture[str]) -> Non
     assert "separate (message.reasoning_content)" in out
     assert "box convention   inconclusive (no box parsed under any convention)" in out
     assert out.rstrip().endswith("verdict          OK")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://gpu:8000/v1", "http://user:sk-secret@gpu:8000/v1", "http://gpu:8000/v1?k=sk-secret"],
+)
+def test_a_url_the_node_would_refuse_is_refused(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check-endpoint validates the URL with the node's own rule, before any request."""
+    with pytest.raises(SystemExit) as info:
+        main([url, "--profile", "generic", "--requests", "1"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "endpoint:" in err and "sk-secret" not in err
