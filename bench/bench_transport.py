@@ -12,7 +12,11 @@ they see the same machine load:
 * ``previous``: what env.sh set before 2026-12-01: ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` (UDP
   discovery, TCP for everything else, SHM with the same 512 KiB segment for local data) and an XML
   file with only the 100 ms writer heartbeat.
-* ``ours``: ``step_perception/config/fastdds.xml`` (``FASTRTPS_DEFAULT_PROFILES_FILE``).
+* ``ours``: the shipped profile of this distro (``step_perception/config/fastdds.xml`` through
+  ``FASTRTPS_DEFAULT_PROFILES_FILE``; on Kilted ``fastdds3.xml`` through
+  ``FASTDDS_DEFAULT_PROFILES_FILE``, see ``step_perception.ros.dds_profile``).
+* ``ours-shmN``: the same file with an N MiB shared-memory segment instead of 64 MiB (a
+  temporary copy), to measure what the segment size does.
 
 Publisher QoS is the camera driver's: keep-last 5 (ROS sensor-data depth), best effort or
 reliable. The reader keeps the last 10 and takes frames with ``raw=True`` (the stamp is read from
@@ -45,15 +49,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from step_perception.ros.dds_profile import fastdds_profile
+
 ROOT = Path(__file__).resolve().parents[1]
-PROFILE_FILE = ROOT / "step_perception" / "config" / "fastdds.xml"
+CONFIG_DIR = ROOT / "step_perception" / "config"
+SHIPPED_SEGMENT = "<segment_size>67108864</segment_size>"
 SIZES = {
     "640x480": (640, 480),
     "1280x720": (1280, 720),
     "1920x1080": (1920, 1080),
     "3840x2160": (3840, 2160),
 }
-PROFILES = ("default", "previous", "ours")
+PROFILES = ("default", "previous", "ours", "ours-shmN")
 PREVIOUS_XML = """<?xml version="1.0" encoding="UTF-8" ?>
 <profiles xmlns="http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles">
   <data_writer profile_name="previous_writer" is_default_profile="true">
@@ -98,8 +105,19 @@ def profile_env(profile: str) -> dict[str, str]:
         previous = Path(tempfile.gettempdir()) / "bench_transport_previous.xml"
         previous.write_text(PREVIOUS_XML)
         env["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(previous)
-    elif profile == "ours":
-        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(PROFILE_FILE)
+    elif profile == "ours" or profile.startswith("ours-shm"):
+        shipped = fastdds_profile(os.environ.get("ROS_DISTRO", ""))
+        path = CONFIG_DIR / shipped.file_name
+        if profile != "ours":
+            mib = int(profile.removeprefix("ours-shm"))
+            text = path.read_text()
+            if SHIPPED_SEGMENT not in text:
+                raise ValueError(f"{path} has no {SHIPPED_SEGMENT}")
+            path = Path(tempfile.gettempdir()) / f"bench_transport_{profile}_{shipped.file_name}"
+            path.write_text(
+                text.replace(SHIPPED_SEGMENT, f"<segment_size>{mib * 1024 * 1024}</segment_size>")
+            )
+        env[shipped.variable] = str(path)
     elif profile != "default":
         raise ValueError(f"unknown profile {profile!r}; one of {PROFILES}")
     return env
