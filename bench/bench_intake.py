@@ -8,9 +8,10 @@ service time). The node runs twice per stream:
 
 * ``plain``: ``content_filter: off``, the keep-last-1 subscription: every frame is transported
   and deserialised, the gate drops 29 of 30 by stamp;
-* ``filtered``: ``content_filter: auto`` (the default), which on Fast DDS 3 (Kilted) is the DDS
-  content filter on ``header.stamp`` that the gate moves; on Jazzy ``auto`` keeps the plain
-  path, and the table says so.
+* ``filtered``: ``content_filter: on``, which on Fast DDS 3 (Kilted) is the DDS content filter
+  on ``header.stamp`` that the gate moves (not the default: ``auto`` leaves it off, see
+  ``step_perception.ros.content_filter``); Jazzy's Fast DDS 2.x cannot filter images, so there
+  it is ``auto`` (plain), and the table says so.
 
 Each node run has two phases: ``gated`` (the loop at 1 Hz: one frame per second is prepared and
 sent to the server) and then ``dropped`` (the ``enable`` service set to false: every frame is
@@ -92,6 +93,14 @@ def _phase(
     )
 
 
+def _filter_works() -> bool:
+    """Whether this middleware filters camera frames (this process has loaded it by now)."""
+    from rclpy.utilities import get_rmw_implementation_identifier
+    from step_perception.ros.content_filter import middleware_filters_large_samples
+
+    return middleware_filters_large_samples(get_rmw_implementation_identifier())[0]
+
+
 def _node_run(
     graph: node_rig.Graph,
     server_url: str,
@@ -110,6 +119,8 @@ def _node_run(
     }
     if mode == "plain":
         params["content_filter"] = "off"
+    elif _filter_works():
+        params["content_filter"] = "on"
     for attempt in (1, 2):
         with node_rig.node_process(graph, NS, params) as node:
             pid = node.proc.pid

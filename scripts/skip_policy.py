@@ -46,9 +46,9 @@ ALLOWED: tuple[AllowedSkip, ...] = (
     AllowedSkip(
         nodeid="step_perception/test/integration/test_content_filter.py"
         "::test_node_filters_1080p_and_the_camera_is_unharmed",
-        reason_contains="content_filter auto is off on this middleware",
+        reason_contains="content filters unusable on this middleware",
         why="the filter runs on Fast DDS 3 (Kilted): `make test-kilted`, which CI runs after "
-        "`make test`, runs this test; on Jazzy's Fast DDS 2.x the node leaves the filter off",
+        "`make test`, runs this test; on Jazzy's Fast DDS 2.x the filter cannot take images",
     ),
     AllowedSkip(
         nodeid="step_perception/test/integration/test_node_loop.py::test_content_filter_path",

@@ -47,7 +47,7 @@ __all__ = [
 class ContentFilterMode(str, Enum):
     """Whether the image subscription pushes the throttle into a DDS content filter."""
 
-    AUTO = "auto"  # on where the middleware handles it well (not Fast DDS 2.x)
+    AUTO = "auto"  # on where no publisher crash is known: not Fast DDS 2.x or 3 (measured)
     ON = "on"  # on wherever the RMW supports content-filtered topics
     OFF = "off"  # plain keep-last-1 subscription
 
@@ -58,7 +58,9 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
         "content_filter",
         "str",
         "Push the throttle into a DDS content filter on header.stamp: auto, on or off. "
-        "auto = on except on Fast DDS 2.x, whose filter breaks samples over 64 KB.",
+        "auto = on only where the middleware filters images without harming the publisher: "
+        "not Fast DDS 2.x (samples over 64 KB break) nor 3 (a writer can abort while the "
+        "filter moves). on = wherever the RMW supports content-filtered topics.",
         choices=tuple(m.value for m in ContentFilterMode),
     ),
     ParamSpec(

@@ -352,9 +352,9 @@ def test_content_filter_path(ros: Any, tester: Any, launch: Any, model_server: A
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.utilities import get_rmw_implementation_identifier
     from ros_harness import child_env
-    from step_perception.ros.content_filter import middleware_filter_is_safe
+    from step_perception.ros.content_filter import middleware_filters_large_samples
 
-    safe, why = middleware_filter_is_safe(get_rmw_implementation_identifier())
+    safe, why = middleware_filters_large_samples(get_rmw_implementation_identifier())
     if not safe and os.environ.get("STEP_PERCEPTION_FORCE_CFT_TEST") != "1":
         # Measured: the camera process segfaults or hangs within seconds, and its leftovers
         # (shared-memory segments) then disturb later tests. STEP_PERCEPTION_FORCE_CFT_TEST=1
