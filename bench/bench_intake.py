@@ -192,7 +192,7 @@ def _report(res: dict[str, Any]) -> None:
     print(f"## bench_intake ({res['distro']}): node CPU per camera frame, {FPS:.0f} fps in\n")
     print(f"{res['machine']}\n")
     print(
-        f"ROS {res['distro']}, RMW {res['rmw']}, FASTDDS_BUILTIN_TRANSPORTS={res['transports']}, "
+        f"ROS {res['distro']}, RMW {res['rmw']}, Fast DDS profile {Path(res['profile']).name}, "
         f"reliable keep-last-1; rate_hz {RATE_HZ:g}, server service time {SERVICE_MS} ms; "
         f"window {res['window']:g} s x {res['rounds']} rounds per case; medians over rounds.\n"
     )
@@ -258,7 +258,15 @@ def main() -> None:
     res: dict[str, Any] = {
         "distro": os.environ.get("ROS_DISTRO", "?"),
         "rmw": os.environ["RMW_IMPLEMENTATION"],
-        "transports": os.environ["FASTDDS_BUILTIN_TRANSPORTS"],
+        # The Fast DDS profile every process loads (node_rig's children take this environment).
+        "profile": next(
+            (
+                os.environ[v]
+                for v in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+                if os.environ.get(v)
+            ),
+            "none",
+        ),
         "window": args.window,
         "rounds": args.rounds,
         "machine": node_rig.machine(),
