@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import node_rig  # bench/ is on sys.path: these scripts run as files
+from step_perception.ros.dds_profile import fastdds_profile
 
 SIZES: dict[str, tuple[int, int]] = {
     "640x480": (640, 480),
@@ -259,13 +260,8 @@ def main() -> None:
         "distro": os.environ.get("ROS_DISTRO", "?"),
         "rmw": os.environ["RMW_IMPLEMENTATION"],
         # The Fast DDS profile every process loads (node_rig's children take this environment).
-        "profile": next(
-            (
-                os.environ[v]
-                for v in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
-                if os.environ.get(v)
-            ),
-            "none",
+        "profile": os.environ.get(
+            fastdds_profile(os.environ.get("ROS_DISTRO", "")).variable, "none"
         ),
         "window": args.window,
         "rounds": args.rounds,

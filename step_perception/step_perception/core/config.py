@@ -92,10 +92,10 @@ REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def check_env_var_name(name: str, field: str = "api_key_env") -> None:
-    """Raise ``ConfigError`` unless ``name`` is empty (no variable) or an env var name."""
+def check_env_var_name(name: str) -> None:
+    """Raise ``ConfigError`` unless ``api_key_env`` value ``name`` is empty or an env var name."""
     if name and not ENV_VAR_NAME.fullmatch(name):
-        raise ConfigError(f"{field}: {name!r} is not an environment variable name")
+        raise ConfigError(f"api_key_env: {name!r} is not an environment variable name")
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (

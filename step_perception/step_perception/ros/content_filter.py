@@ -222,11 +222,10 @@ def middleware_filter_is_safe(rmw_implementation: str) -> tuple[bool, str]:
     known: not on any Fast DDS measured (2.x: whole-sample deserialising; 3: writer aborts).
     """
     works, why = middleware_filters_large_samples(rmw_implementation)
-    if not works:
-        return False, why
-    if "fastrtps" in rmw_implementation and _fast_dds_major() == 3:
+    # On Fast DDS only major version 3 "works" (2 and an unknown version do not): that is the one.
+    if works and "fastrtps" in rmw_implementation:
         return False, FASTDDS3_WRITER_ABORT
-    return True, ""
+    return works, why
 
 
 class StampFilter:
