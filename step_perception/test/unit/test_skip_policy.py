@@ -26,8 +26,11 @@ def test_gpu_only():
 def _pytest(folder: Path) -> subprocess.CompletedProcess[str]:
     # `python -m pytest` from the repository root, as scripts/test.sh runs it
     # (the folder is outside the repository's pyproject.toml, so its `-p no:launch_*` is repeated:
-    # the overlay's launch_testing plugins do not load under this pytest)
+    # the overlay's launch_testing plugins do not load under this pytest). `--rootdir` pins the
+    # node ids to the folder: without it pytest takes the common ancestor of the folder and the
+    # checkout, which is /tmp for a checkout under /tmp (the ids then carry the whole path).
     argv = [sys.executable, "-m", "pytest", "-p", "scripts.skip_policy", "-p", "no:cacheprovider",
+            "--rootdir", str(folder),
             "-p", "no:launch_testing", "-p", "no:launch_ros", "-p", "no:launch_pytest",
             "-q", "-ra", "-W", "ignore::pytest.PytestUnknownMarkWarning", str(folder)]  # fmt: skip
     return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
